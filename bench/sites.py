@@ -186,7 +186,9 @@ class SiteTable:
 
     def check_layer(self, layer: int) -> None:
         if not isinstance(layer, int) or not 0 <= layer < self.n_layers:
-            raise ValueError(f"layer {layer!r} out of range; {self.arch} model has layers 0..{self.n_layers - 1}")
+            raise ValueError(
+                f"layer {layer!r} out of range; {self.arch} model has layers 0..{self.n_layers - 1}"
+            )
 
     def layer_module(self, layer: int) -> nn.Module:
         self.check_layer(layer)

@@ -1,0 +1,1 @@
+"""Committed reference results, and (later) SAE training for models without pretrained SAEs."""

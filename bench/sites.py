@@ -63,6 +63,11 @@ class ArchSpec:
     d_model_attr: str
     n_layers_attr: str
     sites: dict[str, SiteSpec] = field(default_factory=dict)
+    # What the RelP replacement model needs (relative to a layer):
+    act_fn: str = ""  # the MLP's elementwise activation module
+    gate_up: str | None = None  # the up projection multiplied by act(gate), for gated MLPs
+    qk: tuple[str, ...] = ()  # modules whose outputs are queries/keys (or fused q|k|v)
+    qk_layout: Literal["separate", "gpt2_fused", "neox_fused"] = "separate"
 
 
 ARCHITECTURES: dict[str, ArchSpec] = {
@@ -78,6 +83,9 @@ ARCHITECTURES: dict[str, ArchSpec] = {
             d_model_attr="hidden_size",
             n_layers_attr="num_hidden_layers",
             sites=_standard_sites("mlp.down_proj", "mlp", "self_attn"),
+            act_fn="mlp.act_fn",
+            gate_up="mlp.up_proj",
+            qk=("self_attn.q_proj", "self_attn.k_proj"),
         ),
         ArchSpec(
             arch="gemma",
@@ -94,6 +102,9 @@ ARCHITECTURES: dict[str, ArchSpec] = {
                 attn_out="post_attention_layernorm",
                 mlp_out="post_feedforward_layernorm",
             ),
+            act_fn="mlp.act_fn",
+            gate_up="mlp.up_proj",
+            qk=("self_attn.q_proj", "self_attn.k_proj"),
         ),
         ArchSpec(
             arch="gpt2",
@@ -105,6 +116,9 @@ ARCHITECTURES: dict[str, ArchSpec] = {
             d_model_attr="n_embd",
             n_layers_attr="n_layer",
             sites=_standard_sites("mlp.c_proj", "mlp", "attn"),
+            act_fn="mlp.act",
+            qk=("attn.c_attn",),
+            qk_layout="gpt2_fused",
         ),
         ArchSpec(
             arch="gpt_neox",
@@ -116,6 +130,9 @@ ARCHITECTURES: dict[str, ArchSpec] = {
             d_model_attr="hidden_size",
             n_layers_attr="num_hidden_layers",
             sites=_standard_sites("mlp.dense_4h_to_h", "mlp", "attention"),
+            act_fn="mlp.act",
+            qk=("attention.query_key_value",),
+            qk_layout="neox_fused",
         ),
     )
 }
@@ -209,6 +226,10 @@ class SiteTable:
                 return name, int(m.group(1))
         valid = ", ".join(s.hook_name for s in self.spec.sites.values())
         raise ValueError(f"hook name {hook_name!r} matches no site of {self.arch}; known: {valid}")
+
+    def layer_part(self, layer: int, path: str) -> nn.Module:
+        """A named part of a block (paths come from this table's ArchSpec fields)."""
+        return _get(self.layer_module(layer), path)
 
     def mlp_output_path(self, layer: int) -> Callable[[torch.Tensor], torch.Tensor]:
         """Map ``mlp_acts`` to ``mlp_out`` at a layer: down projection, then post-MLP norm."""

@@ -1,0 +1,225 @@
+"""Attribution: one score per node (layer, position, unit), averaged over the train split.
+
+Methods (DESIGN.md, "Attribution"), each computed batch by batch over the train pairs:
+
+- ``atp``   attribution patching: (u(x) − u(x′)) · ∂m/∂u at x (Nanda 2023; Kramár et al. 2024);
+- ``relp``  the same product with the gradient taken in the RelP replacement model
+            (Jafari et al. 2025; see :mod:`bench.relp`);
+- ``ig``    integrated gradients along u(x′) + α(u(x) − u(x′)), one layer at a time, N midpoint
+            steps stacked in one batch (Marks et al. 2024's per-submodule IG);
+- ``exact`` each node patched alone to its counterfactual value: m(x) − m(x | node ← u(x′));
+- ``random`` a seeded random score (the floor of every plot).
+
+Steps of :func:`attribute`: (1) check inputs; (2) per batch, one gradient forward on the clean
+prompts with units as graph leaves and one plain forward on the counterfactual prompts;
+(3) accumulate the per-node products; (4) divide by the number of pairs. No parameter gradient
+is ever computed (the model's parameters have requires_grad=False).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from bench.bases import Basis
+from bench.interventions import intervene
+from bench.models import ModelHandle
+from bench.patching import LayerUnits, check_finite, metric, unit_leaves, unit_values
+from bench.relp import relp_replacement
+
+log = logging.getLogger(__name__)
+
+METHODS = ("atp", "ig", "relp", "exact", "random")
+
+
+@dataclass
+class Scores:
+    """Scores of every node; error scores only for dictionary bases."""
+
+    units: torch.Tensor  # [layers, pos, n_units]
+    error: torch.Tensor | None  # [layers, pos]
+    method: str
+
+    def flat(self, include_error: bool) -> torch.Tensor:
+        """All node scores in node order: units first, then error nodes.  # [n_nodes]"""
+        parts = [self.units.reshape(-1)]
+        if include_error and self.error is not None:
+            parts.append(self.error.reshape(-1))
+        return torch.cat(parts)
+
+
+def check_method(method: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"unknown attribution method {method!r}; valid: {', '.join(METHODS)}")
+
+
+def _batches(split: dict[str, torch.Tensor], batch_size: int):
+    n = split["clean_ids"].shape[0]
+    for start in range(0, n, batch_size):
+        yield {k: v[start : start + batch_size] for k, v in split.items()}
+
+
+def _values(handle: ModelHandle, basis: Basis, ids: torch.Tensor) -> dict[int, LayerUnits]:
+    with torch.no_grad(), unit_values(handle, basis) as vals:
+        handle.model(input_ids=ids, logits_to_keep=1)
+    return dict(vals)
+
+
+def _gradient_products(handle, basis, batch, relp: bool, acc_u, acc_e) -> None:
+    """(u(x) − u(x′)) · ∂m/∂u, summed over the batch, added into the accumulators."""
+    ctx = relp_replacement(handle.sites) if relp else contextlib.nullcontext()
+    with ctx, unit_leaves(handle, basis) as leaves:
+        m = metric(handle, batch["clean_ids"], batch["clean_answer_id"], batch["cf_answer_id"])
+    cf = _values(handle, basis, batch["cf_ids"])
+    layers = sorted(leaves)
+    inputs = [leaves[layer].units for layer in layers]
+    if basis.has_error:
+        inputs += [leaves[layer].error for layer in layers]
+    grads = torch.autograd.grad(m.sum(), inputs, allow_unused=True)
+    for i, layer in enumerate(layers):
+        g = grads[i]
+        if g is not None:
+            acc_u[layer] += ((leaves[layer].units.detach() - cf[layer].units) * g).sum(0)
+        if basis.has_error:
+            ge = grads[len(layers) + i]
+            if ge is not None:
+                diff = leaves[layer].error.detach() - cf[layer].error
+                acc_e[layer] += (diff * ge).sum(-1).sum(0)
+
+
+def _ig(handle, basis, batch, steps: int, acc_u, acc_e) -> None:
+    """Per-layer integrated gradients with ``steps`` midpoint alphas stacked in the batch."""
+    clean = _values(handle, basis, batch["clean_ids"])
+    cf = _values(handle, basis, batch["cf_ids"])
+    b = batch["clean_ids"].shape[0]
+    alphas = (torch.arange(steps, device=handle.device) + 0.5) / steps  # [steps]
+    ids = batch["clean_ids"].repeat(steps, 1)
+    for layer in range(handle.sites.n_layers):
+        a = alphas.view(steps, 1, 1, 1).to(clean[layer].units.dtype)
+        du = clean[layer].units - cf[layer].units  # [B, pos, n]
+        u = (cf[layer].units + a * du).reshape(steps * b, *du.shape[1:]).requires_grad_(True)
+        e = None
+        if basis.has_error:
+            de = clean[layer].error - cf[layer].error
+            e = (cf[layer].error + a * de).reshape(steps * b, *de.shape[1:]).requires_grad_(True)
+
+        def fn(x, u=u, e=e, layer=layer):
+            out = u if basis.identity else basis.decode(layer, u)
+            return out + e if e is not None else out
+
+        with intervene(handle.sites, replace={(basis.site, layer): fn}):
+            m = metric(handle, ids, batch["clean_answer_id"], batch["cf_answer_id"])
+        grads = torch.autograd.grad(m.sum(), [u] if e is None else [u, e])
+        gu = grads[0].view(steps, b, *du.shape[1:]).mean(0)
+        acc_u[layer] += (du * gu).sum(0)
+        if e is not None:
+            ge = grads[1].view(steps, b, *de.shape[1:]).mean(0)
+            acc_e[layer] += (de * ge).sum(-1).sum(0)
+
+
+def _single_node_patch(basis, layer, u, clean_l: LayerUnits, cf_l: LayerUnits, pos, is_err):
+    """Site replacement for ``exact``: copy g of the batch has its own node patched."""
+
+    def fn(x: torch.Tensor) -> torch.Tensor:  # [G*B, pos, width]
+        if basis.identity:
+            return u.reshape_as(x)
+        base_u = clean_l.units.repeat(u.shape[0], 1, 1)
+        out = x + basis.decode_delta(layer, u.reshape(base_u.shape) - base_u)
+        if is_err.any():  # an error node: add e(x′) − e(x) at its position
+            out4 = out.view(u.shape[0], -1, *out.shape[1:]).clone()
+            rows_e, pos_e = torch.arange(u.shape[0])[is_err], pos[is_err]
+            d = cf_l.error - clean_l.error  # [B, pos, width]
+            out4[rows_e, :, pos_e] += d[:, pos_e].transpose(0, 1)
+            out = out4.view_as(out)
+        return out
+
+    return fn
+
+
+def exact_scores(
+    handle: ModelHandle,
+    basis: Basis,
+    split: dict[str, torch.Tensor],
+    nodes: torch.Tensor,  # [n_nodes_to_score, 3]: (layer, pos, unit); unit == n_units: error
+    batch_size: int = 32,
+    nodes_per_forward: int = 16,
+    progress: bool = False,
+) -> torch.Tensor:  # [n_nodes_to_score]
+    """Ground truth: m(x) − m(x | node ← u(x′)) for each node alone, averaged over pairs."""
+    n_units = basis.n_units()
+    total = torch.zeros(len(nodes), dtype=torch.float64)
+    n = split["clean_ids"].shape[0]
+    bar = tqdm(total=len(nodes) * ((n + batch_size - 1) // batch_size), disable=not progress)
+    bar.set_description("exact")
+    for batch in _batches(split, batch_size):
+        clean = _values(handle, basis, batch["clean_ids"])
+        cf = _values(handle, basis, batch["cf_ids"])
+        args = batch["clean_ids"], batch["clean_answer_id"], batch["cf_answer_id"]
+        with torch.no_grad():
+            base = metric(handle, *args)  # [B]
+        for layer in nodes[:, 0].unique().tolist():
+            idx = (nodes[:, 0] == layer).nonzero()[:, 0]
+            for chunk in idx.split(nodes_per_forward):
+                g = len(chunk)
+                pos, unit = nodes[chunk, 1], nodes[chunk, 2]
+                is_err = unit == n_units
+                # patched units: [G, B, pos, n]; each copy has one node set to its x' value
+                u = clean[layer].units.unsqueeze(0).repeat(g, 1, 1, 1)
+                rows = torch.arange(g)[~is_err]
+                cf_u = cf[layer].units[:, pos[~is_err], unit[~is_err]].T  # [g', B]
+                u[rows, :, pos[~is_err], unit[~is_err]] = cf_u
+
+                fn = _single_node_patch(basis, layer, u, clean[layer], cf[layer], pos, is_err)
+                with torch.no_grad(), intervene(handle.sites, replace={(basis.site, layer): fn}):
+                    patched = metric(handle, args[0].repeat(g, 1), args[1], args[2])
+                total[chunk] += (base.repeat(g) - patched).view(g, -1).sum(1).double()
+                bar.update(g)
+    bar.close()
+    return (total / n).float()
+
+
+def attribute(
+    handle: ModelHandle,
+    basis: Basis,
+    train: dict[str, torch.Tensor],
+    method: str,
+    batch_size: int = 32,
+    ig_steps: int = 10,
+    seed: int = 0,
+    progress: bool = False,
+) -> Scores:
+    """Scores for every node of ``basis``, averaged over the pairs in ``train``."""
+    check_method(method)
+    n = train["clean_ids"].shape[0]
+    if n == 0:
+        raise ValueError(
+            "cannot attribute on an empty train split; build the task with n_train > 0"
+        )
+    n_layers, seq = handle.sites.n_layers, train["clean_ids"].shape[1]
+    shape = (n_layers, seq, basis.n_units())
+    if method == "random":
+        gen = torch.Generator().manual_seed(seed)
+        err = torch.rand((n_layers, seq), generator=gen) if basis.has_error else None
+        return Scores(torch.rand(shape, generator=gen), err, method)
+    if method == "exact":
+        sizes = (n_layers, seq, shape[2] + basis.has_error)
+        grid = torch.cartesian_prod(*(torch.arange(s) for s in sizes))
+        flat = exact_scores(handle, basis, train, grid, batch_size, progress=progress)
+        full = flat.view(n_layers, seq, shape[2] + basis.has_error)
+        err = full[..., -1].contiguous() if basis.has_error else None
+        return Scores(full[..., : shape[2]].contiguous(), err, method)
+
+    acc_u = torch.zeros(shape, dtype=torch.float32, device=handle.device)
+    acc_e = torch.zeros((n_layers, seq), dtype=torch.float32, device=handle.device)
+    batches = list(_batches(train, batch_size))
+    for batch in tqdm(batches, desc=f"attribution ({method})", disable=not progress):
+        if method == "ig":
+            _ig(handle, basis, batch, ig_steps, acc_u, acc_e)
+        else:
+            _gradient_products(handle, basis, batch, method == "relp", acc_u, acc_e)
+    check_finite(acc_u, f"{method} scores")
+    return Scores(acc_u / n, acc_e / n if basis.has_error else None, method)

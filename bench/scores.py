@@ -1,0 +1,130 @@
+"""Scores: pure functions over per-pair metric values (numpy in, numbers out).
+
+- faithfulness F(k) = (m(C_k) − m(∅)) / (m(M) − m(∅)) on means over test pairs; completeness
+  uses m(M∖C_k) in place of m(C_k);
+- ``k_at``: the smallest k with F ≥ 0.8, interpolated linearly in log10 k between grid points;
+- ``auc_log``: area under F over log10 k, normalised by the span of log10 k (1 .. all nodes);
+- ``cpr`` / ``cmd`` (MIB; Mueller et al. 2025): area under F, and under |1 − F|, over the
+  fraction of nodes in the circuit (grid extended with k = 0, F = 0);
+- ``bootstrap``: percentile 95% CIs of every curve point and scalar, resampling test pairs
+  (scipy.stats.bootstrap, paired, one seeded generator).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import stats
+
+
+def curve(m_k: np.ndarray, m_full: np.ndarray, m_empty: np.ndarray) -> np.ndarray:
+    """F per size from per-pair metrics. m_k: [sizes, pairs]; m_full, m_empty: [pairs]."""
+    denom = m_full.mean(-1) - m_empty.mean(-1)
+    return (m_k.mean(-1) - m_empty.mean(-1)) / denom
+
+
+def k_at(sizes: np.ndarray, f: np.ndarray, threshold: float = 0.8) -> float:
+    """Smallest k with F ≥ threshold, log-interpolated; nan if never reached."""
+    above = np.nonzero(f >= threshold)[0]
+    if len(above) == 0:
+        return float("nan")
+    i = int(above[0])
+    if i == 0:
+        return float(sizes[0])
+    lo, hi = np.log10(sizes[i - 1]), np.log10(sizes[i])
+    t = (threshold - f[i - 1]) / (f[i] - f[i - 1])
+    return float(10 ** (lo + t * (hi - lo)))
+
+
+def auc_log(sizes: np.ndarray, f: np.ndarray) -> float:
+    x = np.log10(np.asarray(sizes, dtype=float))
+    span = x[-1] - x[0]
+    return float(np.trapezoid(f, x) / span) if span > 0 else float(f[-1])
+
+
+def _with_zero(sizes, f, n_nodes):
+    x = np.concatenate([[0.0], np.asarray(sizes, dtype=float) / n_nodes])
+    return x, np.concatenate([[0.0], f])
+
+
+def cpr(sizes: np.ndarray, f: np.ndarray, n_nodes: int) -> float:
+    x, y = _with_zero(sizes, f, n_nodes)
+    return float(np.trapezoid(y, x))
+
+
+def cmd(sizes: np.ndarray, f: np.ndarray, n_nodes: int) -> float:
+    x, y = _with_zero(sizes, f, n_nodes)
+    return float(np.trapezoid(np.abs(1 - y), x))
+
+
+def scalars(sizes, f, n_nodes) -> dict[str, float]:
+    return {
+        "k_at_0_8": k_at(sizes, f),
+        "auc": auc_log(sizes, f),
+        "cpr": cpr(sizes, f, n_nodes),
+        "cmd": cmd(sizes, f, n_nodes),
+    }
+
+
+def bootstrap(
+    sizes: np.ndarray,
+    m_faith: np.ndarray,  # [sizes, pairs]
+    m_comp: np.ndarray,  # [sizes, pairs]
+    m_full: np.ndarray,  # [pairs]
+    m_empty: np.ndarray,  # [pairs]
+    n_nodes: int,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """95% percentile CIs: keys faithfulness, completeness ([sizes, 2]) and the scalars ([2])."""
+    n_sizes, n = m_faith.shape
+    names = ("k_at_0_8", "auc", "cpr", "cmd")
+
+    def statistic(idx: np.ndarray, axis: int = -1) -> np.ndarray:
+        idx = np.asarray(idx, dtype=int)  # [..., n]
+        lead = idx.shape[:-1]
+        fa = curve(m_faith[:, idx], m_full[idx], m_empty[idx])  # [sizes, ...] -> moveaxis
+        co = curve(m_comp[:, idx], m_full[idx], m_empty[idx])
+        fa = np.moveaxis(fa, 0, -1)  # [..., sizes]
+        co = np.moveaxis(co, 0, -1)
+        sc = np.empty((*lead, len(names)))
+        for pos in np.ndindex(*lead):
+            s = scalars(sizes, fa[pos], n_nodes)
+            sc[pos] = [s[k] for k in names]
+        return np.moveaxis(np.concatenate([fa, co, sc], -1), -1, 0)  # [2*sizes+4, ...]
+
+    if n < 2:
+        raise ValueError("bootstrap needs at least 2 test pairs")
+    res = stats.bootstrap(
+        (np.arange(n),),
+        statistic,
+        vectorized=True,
+        n_resamples=n_resamples,
+        method="percentile",
+        random_state=np.random.default_rng(seed),
+    )
+    lo, hi = res.confidence_interval.low, res.confidence_interval.high
+    band = np.stack([lo, hi], -1)  # [2*sizes+4, 2]
+    out = {"faithfulness": band[:n_sizes], "completeness": band[n_sizes : 2 * n_sizes]}
+    for i, name in enumerate(names):
+        out[name] = band[2 * n_sizes + i]
+    return out
+
+
+PER_DECADE = 4  # the shared grid: round(10 ** (i / 4)), i = 0, 1, 2, ...
+
+
+def size_grid(n_nodes: int, per_decade: int = PER_DECADE) -> list[int]:
+    """The shared circuit-size grid: fixed log-spaced points below ``n_nodes``, then ``n_nodes``.
+
+    Every basis and method uses the same points (1, 2, 3, 6, 10, 18, 32, 56, 100, ...), so
+    curves of bases with different node counts share their x values; each grid ends at its
+    own "all nodes" (about 20 sizes for 10^5 nodes).
+    """
+    if n_nodes < 1:
+        raise ValueError("a basis needs at least one node")
+    grid, i = [], 0
+    while (k := round(10 ** (i / per_decade))) < n_nodes:
+        if not grid or k > grid[-1]:
+            grid.append(int(k))
+        i += 1
+    return [*grid, int(n_nodes)]

@@ -1,0 +1,126 @@
+"""Build a report directory from saved results: ``build_report(paths, out_dir, paper=...)``.
+
+Steps:
+
+1. read every input (:func:`reports.load.load_inputs`); a bad file or no result at all raises
+   :class:`ReportError` before anything is written;
+2. render into a fresh temporary directory beside ``out_dir``:
+   ``figures/curves_<task>.{png,pdf}`` (per task), ``figures/summary_k08.{png,pdf}``,
+   ``tables/scores.{md,tex,csv}``, ``tables/k_ratios.{md,tex,csv}``, with ``--paper`` also
+   ``paper/sva_bases.*`` and ``paper/methods_neurons.*``, and last ``index.md``;
+3. move each rendered file into ``out_dir`` (replacing files of the same name, leaving other
+   files alone); on any error the temporary directory is removed and ``out_dir`` is untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from reports import figures, paper, tables
+from reports.cells import by_task, file_stem, k_ratios, task_title
+from reports.index import RATIO_FOOTNOTE, Contents, FigureEntry, TableEntry, index_markdown
+from reports.load import Inputs, ReportError, load_inputs
+
+log = logging.getLogger(__name__)
+
+SUMMARY_METHOD = "relp"
+
+
+def render(inputs: Inputs, root: Path, *, paper_preset: bool = False) -> list[Path]:
+    """Write the whole report under ``root``; returns the files written (relative to it)."""
+    results = inputs.sweep_results
+    contents = Contents(inputs=inputs)
+    written: list[Path] = []
+    groups = by_task(results)
+    several_models = len({m for m, _ in groups}) > 1
+
+    for (model, task), rs in groups.items():
+        title = task_title(model, task, several_models)
+        stem = "figures/curves_" + (file_stem(model, task) if several_models else file_stem(task))
+        written += figures.save_figure(figures.plot_task_curves(rs, title), root / stem)
+        contents.task_figures.append(FigureEntry(title, stem))
+
+    ratios = k_ratios(results)
+    fig = figures.plot_summary(results, ratios, method=SUMMARY_METHOD)
+    summary_title = "Summary: k@0.8 per basis and dictionary/neurons ratio"
+    if fig is None:
+        note = f"summary figure not drawn: no {SUMMARY_METHOD} result reaches F = 0.8"
+        log.info("%s", note)
+        contents.summary = FigureEntry(summary_title, None, note)
+    else:
+        stem = "figures/summary_k08"
+        written += figures.save_figure(fig, root / stem)
+        caption = (
+            f"Left: k@0.8 per basis and task ({SUMMARY_METHOD}), bootstrap 95% CI, log scale. "
+            "Right: k@0.8(dictionary) / k@0.8(neurons@mlp_acts) with its 95% CI; open "
+            "diamonds mark ratios whose CI the report propagated from separate CIs (†)."
+        )
+        contents.summary = FigureEntry(summary_title, stem, caption)
+
+    numeric = tables.scores_frame(results)
+    display, n_text = tables.scores_display(numeric)
+    written += tables.write_tables(numeric, display, n_text, root / "tables/scores")
+    contents.tables.append(
+        TableEntry("Scores per cell", "tables/scores", tables.to_markdown(display, n_text))
+    )
+    if ratios:
+        numeric_r = tables.ratios_frame(ratios)
+        display_r, n_text_r = tables.ratios_display(numeric_r)
+        written += tables.write_tables(numeric_r, display_r, n_text_r, root / "tables/k_ratios")
+        footnote = RATIO_FOOTNOTE if any(k.propagated for k in ratios) else ""
+        contents.tables.append(
+            TableEntry(
+                "k@0.8 ratio, dictionary / neurons",
+                "tables/k_ratios",
+                tables.to_markdown(display_r, n_text_r),
+                footnote,
+            )
+        )
+
+    if paper_preset:
+        contents.paper = []
+        for pf in paper.paper_figures(results):
+            contents.notes += pf.notes
+            if pf.figure is None:
+                contents.paper.append(FigureEntry(pf.name, None, pf.notes[-1]))
+                continue
+            stem = f"paper/{pf.name}"
+            written += figures.save_figure(pf.figure, root / stem)
+            contents.paper.append(FigureEntry(pf.name, stem, pf.caption))
+
+    index = root / "index.md"
+    index.write_text(index_markdown(contents), encoding="utf-8", newline="\n")
+    written.append(index)
+    return [p.relative_to(root) for p in written]
+
+
+def install(staging: Path, out_dir: Path, files: Sequence[Path]) -> None:
+    """Move rendered files into ``out_dir``, replacing same-named files only."""
+    for rel in files:
+        target = out_dir / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging / rel, target)
+
+
+def build_report(
+    paths: Sequence[str | Path], out_dir: str | Path, *, paper_preset: bool = False
+) -> Path:
+    """Read ``paths``, render the report into ``out_dir``; returns the path of index.md."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ReportError(f"{out}: exists and is not a directory")
+    inputs = load_inputs(paths)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        files = render(inputs, staging, paper_preset=paper_preset)
+        install(staging, out, files)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    log.info("report: %d file(s) in %s", len(files), out)
+    return out / "index.md"

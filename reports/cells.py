@@ -1,0 +1,185 @@
+"""Naming, ordering and grouping the cells of a report, and the dictionary/neurons k@0.8 ratio.
+
+Steps:
+
+1. :func:`basis_label` / :func:`cell_label` name a cell ("neurons@mlp_acts relp",
+   "sae@mlp_out(local) relp"), adding the ablation or error mode only when not the default;
+2. :func:`sort_results` orders cells canonically (model, task, basis, site, dictionary, method,
+   ablation) so figures, legends and tables are deterministic;
+3. :func:`by_task` groups results per (model, task), one figure each;
+4. :func:`k_ratios` gives k@0.8(dictionary basis) / k@0.8(neurons@mlp_acts) per task and
+   method: the harness's paired-bootstrap value when the result carries
+   ``extra["k_ratio_vs_neurons"]``, else the ratio of the point values with a CI propagated
+   conservatively from the two CIs (lo = lo_dict / hi_neu, hi = hi_dict / lo_neu).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bench.result import SweepResult
+from reports import style
+
+DICTIONARY_BASES = ("sae", "transcoder")
+REFERENCE_BASIS = "neurons"
+REFERENCE_SITE = "mlp_acts"
+
+
+def short_dictionary(dictionary: str | None) -> str | None:
+    """A dictionary name short enough for a legend ("path:/a/b/sae" -> "path:sae")."""
+    if dictionary is None:
+        return None
+    if dictionary.startswith("path:"):
+        tail = dictionary[len("path:") :].rstrip("/").rsplit("/", 1)[-1]
+        return f"path:{tail}"
+    return dictionary
+
+
+def basis_label(r: SweepResult) -> str:
+    """basis@site, plus (dictionary) for SAEs and transcoders."""
+    label = f"{r.basis}@{r.site}"
+    short = short_dictionary(r.dictionary)
+    if short:
+        label += f"({short})"
+    return label
+
+
+def variant_text(ablation: str, error_mode: str | None) -> str:
+    """Ablation and SAE error mode, named only when not the defaults (mean, keep)."""
+    parts = []
+    if ablation != "mean":
+        parts.append(f"{ablation} abl.")
+    if error_mode == "ablate":
+        parts.append("err. ablated")
+    return ", ".join(parts)
+
+
+def variant_suffix(r: SweepResult) -> str:
+    text = variant_text(r.ablation, r.error_mode)
+    return f" [{text}]" if text else ""
+
+
+def cell_label(r: SweepResult) -> str:
+    return f"{basis_label(r)} {r.method}{variant_suffix(r)}"
+
+
+def sort_key(r: SweepResult) -> tuple[Any, ...]:
+    return (
+        r.model,
+        r.task,
+        style.order_key(r.basis, style.BASIS_ORDER),
+        style.order_key(r.site, style.SITE_ORDER),
+        style.order_key(r.dictionary, ()),
+        style.order_key(r.method, style.METHOD_ORDER),
+        style.order_key(r.ablation, style.ABLATION_ORDER),
+        style.order_key(r.error_mode, ("keep", "ablate")),
+    )
+
+
+def sort_results(results: Iterable[SweepResult]) -> list[SweepResult]:
+    return sorted(results, key=sort_key)
+
+
+def models(results: Iterable[SweepResult]) -> list[str]:
+    return sorted({r.model for r in results})
+
+
+def by_task(results: Iterable[SweepResult]) -> dict[tuple[str, str], list[SweepResult]]:
+    """Results grouped per (model, task), groups and members in canonical order."""
+    groups: dict[tuple[str, str], list[SweepResult]] = {}
+    for r in sort_results(results):
+        groups.setdefault((r.model, r.task), []).append(r)
+    return groups
+
+
+def task_title(model: str, task: str, several_models: bool) -> str:
+    return f"{model}: {task}" if several_models else task
+
+
+def file_stem(*parts: str) -> str:
+    """A safe file name from names that may hold '/', ':' or spaces."""
+    return "__".join(re.sub(r"[^A-Za-z0-9._-]+", "_", p).strip("_") or "x" for p in parts)
+
+
+@dataclass(frozen=True)
+class KRatio:
+    """k@0.8(dictionary basis) / k@0.8(reference neurons) for one task and method."""
+
+    model: str
+    task: str
+    cell: str  # basis label of the dictionary cell, e.g. "sae@mlp_out(local)"
+    basis: str
+    site: str
+    method: str
+    variant: str  # variant_text of the dictionary cell ("" for defaults)
+    reference: str  # basis label of the neurons cell
+    ratio: float | None
+    lo: float | None
+    hi: float | None
+    propagated: bool  # True: computed here from the two CIs (conservative), not paired
+
+
+def _div(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or b == 0:
+        return None
+    return float(a) / float(b)
+
+
+def _ci(values: Sequence[Any] | None) -> tuple[float | None, float | None]:
+    if not values or len(values) != 2:
+        return None, None
+    lo, hi = values
+    return (None if lo is None else float(lo)), (None if hi is None else float(hi))
+
+
+def k_ratios(results: Sequence[SweepResult]) -> list[KRatio]:
+    """One ratio per dictionary-basis result that has one (from the harness or computed)."""
+    reference: dict[tuple[Any, ...], SweepResult] = {}
+    for r in results:
+        if r.basis == REFERENCE_BASIS and r.site == REFERENCE_SITE:
+            reference[(r.model, r.task, r.method, r.ablation)] = r
+    out: list[KRatio] = []
+    for r in sort_results(results):
+        if r.basis not in DICTIONARY_BASES:
+            continue
+        ref = reference.get((r.model, r.task, r.method, r.ablation))
+        ref_label = f"{REFERENCE_BASIS}@{REFERENCE_SITE}"
+        given = r.extra.get("k_ratio_vs_neurons") if isinstance(r.extra, dict) else None
+        if isinstance(given, dict) and given.get("ratio") is not None:
+            lo, hi = _ci(given.get("ci"))
+            ratio, propagated = float(given["ratio"]), False
+            ref_label = str(given.get("reference", ref_label))
+        elif ref is not None:
+            lo_d, hi_d = _ci(r.k_at_0_8_ci)
+            lo_n, hi_n = _ci(ref.k_at_0_8_ci)
+            ratio = _div(r.k_at_0_8, ref.k_at_0_8)
+            lo, hi, propagated = _div(lo_d, hi_n), _div(hi_d, lo_n), True
+        else:
+            continue
+        out.append(
+            KRatio(
+                model=r.model,
+                task=r.task,
+                cell=basis_label(r),
+                basis=r.basis,
+                site=r.site,
+                method=r.method,
+                variant=variant_text(r.ablation, r.error_mode),
+                reference=ref_label,
+                ratio=ratio,
+                lo=lo,
+                hi=hi,
+                propagated=propagated,
+            )
+        )
+    return out
+
+
+PROPAGATED_FOOTNOTE = (
+    "Ratio computed by the report from the two results' k@0.8 point values; its CI is "
+    "propagated conservatively from their separate bootstrap CIs (lo = lo_dict / hi_neurons, "
+    "hi = hi_dict / lo_neurons), so it is wider than a paired-bootstrap CI."
+)

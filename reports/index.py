@@ -1,0 +1,148 @@
+"""The report's ``index.md``: links to every figure and table, with provenance.
+
+Steps (:func:`index_markdown`):
+
+1. header: how many results from how many files, and a contents list linking every file;
+2. provenance: models, per-task splits (n_train / n_test / seq_len), seeds, ablations, git
+   commit(s), library versions (each version seen, with how many results carry it);
+3. figures: per task (PNG shown inline, PDF linked), the summary, and the paper figures when
+   asked for (with captions, or the note saying why a figure was not drawn);
+4. tables: the scores and ratio tables inline (Markdown), with links to .md/.tex/.csv and the
+   footnote on propagated ratio CIs;
+5. notes (skipped files, conflicting duplicates, missing cells) and the list of input files.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from bench.result import SweepResult
+from reports.cells import PROPAGATED_FOOTNOTE
+from reports.load import Inputs
+
+
+@dataclass
+class FigureEntry:
+    title: str
+    stem: str | None  # relative path without suffix; None: not drawn
+    caption: str = ""
+
+
+@dataclass
+class TableEntry:
+    title: str
+    stem: str  # relative path without suffix
+    markdown: str
+    footnote: str = ""
+
+
+@dataclass
+class Contents:
+    inputs: Inputs
+    task_figures: list[FigureEntry] = field(default_factory=list)
+    summary: FigureEntry | None = None
+    paper: list[FigureEntry] | None = None  # None: --paper not asked for
+    tables: list[TableEntry] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _distinct(values: Sequence[object]) -> str:
+    seen = sorted({str(v) for v in values if v is not None})
+    return ", ".join(f"`{v}`" for v in seen) if seen else "—"
+
+
+def _provenance(results: Sequence[SweepResult]) -> list[str]:
+    lines = [
+        "## Provenance",
+        "",
+        f"- **Model(s):** {_distinct([r.model for r in results])}",
+        f"- **Seed(s):** {_distinct([r.seed for r in results])}",
+        f"- **Ablation(s):** {_distinct([r.ablation for r in results])}",
+        f"- **Git commit(s):** {_distinct([r.versions.get('git_commit') for r in results])}",
+        "",
+        "| model | task | task version | n_train | n_test | seq_len | results |",
+        "|:---|:---|:---|---:|---:|---:|---:|",
+    ]
+    splits = Counter(
+        (r.model, r.task, r.task_version, r.n_train, r.n_test, r.seq_len) for r in results
+    )
+    for (model, task, tv, n_train, n_test, seq_len), n in sorted(splits.items()):
+        lines.append(f"| {model} | {task} | {tv} | {n_train} | {n_test} | {seq_len} | {n} |")
+    versions: dict[str, Counter[str]] = {}
+    for r in results:
+        for lib, v in r.versions.items():
+            if lib != "git_commit":
+                versions.setdefault(lib, Counter())[str(v)] += 1
+    if versions:
+        lines += ["", "| library | version(s) (results) |", "|:---|:---|"]
+        for lib in sorted(versions):
+            seen = ", ".join(f"{v} ({n})" for v, n in sorted(versions[lib].items()))
+            lines.append(f"| {lib} | {seen} |")
+    return [*lines, ""]
+
+
+def _figure(entry: FigureEntry, level: str = "###") -> list[str]:
+    lines = [f"{level} {entry.title}", ""]
+    if entry.stem is None:
+        return [*lines, f"*Not drawn:* {entry.caption}", ""]
+    if entry.caption:
+        lines += [entry.caption, ""]
+    lines += [
+        f"![{entry.title}]({entry.stem}.png)",
+        "",
+        f"[PNG]({entry.stem}.png) · [PDF]({entry.stem}.pdf)",
+        "",
+    ]
+    return lines
+
+
+def index_markdown(c: Contents) -> str:
+    results = c.inputs.sweep_results
+    lines = [
+        "# sparsebench report",
+        "",
+        f"{len(results)} sweep result(s) from {len(c.inputs.files)} file(s). "
+        "Curves: faithfulness F(k) and completeness against circuit size k with bootstrap 95% "
+        "CI bands; the dashed line marks F = 0.8.",
+        "",
+        "## Contents",
+        "",
+    ]
+    for e in c.task_figures:
+        lines.append(f"- {e.title}: [PNG]({e.stem}.png) · [PDF]({e.stem}.pdf)")
+    if c.summary is not None and c.summary.stem is not None:
+        s = c.summary.stem
+        lines.append(f"- {c.summary.title}: [PNG]({s}.png) · [PDF]({s}.pdf)")
+    for e in c.paper or []:
+        if e.stem is not None:
+            lines.append(f"- paper: {e.title}: [PNG]({e.stem}.png) · [PDF]({e.stem}.pdf)")
+    for t in c.tables:
+        lines.append(
+            f"- table: {t.title}: [md]({t.stem}.md) · [tex]({t.stem}.tex) · [csv]({t.stem}.csv)"
+        )
+    lines += ["", *_provenance(results), "## Figures", ""]
+    for e in c.task_figures:
+        lines += _figure(e)
+    if c.summary is not None:
+        lines += _figure(c.summary)
+    if c.paper is not None:
+        lines += ["## Paper figures (Arora et al. 2026)", ""]
+        for e in c.paper:
+            lines += _figure(e)
+    lines += ["## Tables", ""]
+    for t in c.tables:
+        lines += [f"### {t.title}", "", t.markdown.rstrip("\n"), ""]
+        if t.footnote:
+            lines += [t.footnote, ""]
+        lines += [f"[md]({t.stem}.md) · [tex]({t.stem}.tex) · [csv]({t.stem}.csv)", ""]
+    notes = list(c.inputs.notes) + list(c.notes)
+    notes += [f"skipped `{p}`: {why}" for p, why in c.inputs.skipped]
+    if notes:
+        lines += ["## Notes", "", *[f"- {n}" for n in notes], ""]
+    lines += ["## Input files", "", *[f"- `{p}`" for p in c.inputs.files], ""]
+    return "\n".join(lines)
+
+
+RATIO_FOOTNOTE = f"† {PROPAGATED_FOOTNOTE}"

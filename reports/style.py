@@ -1,0 +1,144 @@
+"""The one place that decides how sparsebench figures look.
+
+Steps a plotting function takes from here:
+
+1. open :func:`figure_rc` (a ``matplotlib.rc_context``: 8-9 pt fonts, thin lines, no global state
+   left behind) and size the figure with :func:`figsize` (3.4 in per panel, paper column width);
+2. colour each curve by its basis/site with :func:`basis_colour` (fixed across every figure),
+   or by method with :func:`method_colour` in figures that compare methods on one basis;
+3. give each curve its method's line style with :func:`method_linestyle`;
+4. draw the reference line (F = 0.8) with :data:`THRESHOLD_STYLE`, bands with :data:`BAND_ALPHA`.
+
+It also fixes the canonical order of bases, sites and methods, so tables and legends list
+cells in the same order everywhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import zlib
+from collections.abc import Iterator
+from typing import Any
+
+import matplotlib
+
+# -- canonical orders (unknown names sort after these, alphabetically)
+BASIS_ORDER: tuple[str, ...] = ("neurons", "sae", "transcoder")
+SITE_ORDER: tuple[str, ...] = ("mlp_acts", "mlp_out", "resid", "attn_out")
+METHOD_ORDER: tuple[str, ...] = ("relp", "atp", "ig", "exact", "random")
+ABLATION_ORDER: tuple[str, ...] = ("mean", "zero", "patch")
+
+METHOD_NAMES: dict[str, str] = {
+    "relp": "RelP",
+    "atp": "AtP",
+    "ig": "IG",
+    "exact": "exact",
+    "random": "random",
+}
+
+# -- colours: Okabe-Ito (colour-blind safe), fixed per basis@site
+BASIS_COLOURS: dict[str, str] = {
+    "neurons@mlp_acts": "#0072B2",  # blue: "the neurons"
+    "neurons@mlp_out": "#56B4E9",  # sky blue
+    "neurons@resid": "#009E73",  # green
+    "neurons@attn_out": "#CC79A7",  # purple
+    "sae": "#D55E00",  # vermillion (any site)
+    "transcoder": "#E69F00",  # orange (any site)
+}
+FALLBACK_COLOURS: tuple[str, ...] = ("#F0E442", "#882255", "#117733", "#332288", "#999933")
+
+METHOD_COLOURS: dict[str, str] = {
+    "relp": "#0072B2",
+    "atp": "#D55E00",
+    "ig": "#009E73",
+    "exact": "#000000",
+    "random": "#7F7F7F",
+}
+
+METHOD_LINESTYLES: dict[str, Any] = {
+    "relp": "-",
+    "atp": "--",
+    "ig": "-.",
+    "exact": (0, (5, 1, 1, 1, 1, 1)),
+    "random": ":",
+}
+
+THRESHOLD = 0.8
+THRESHOLD_STYLE: dict[str, Any] = {
+    "color": "0.45",
+    "linestyle": (0, (4, 3)),
+    "linewidth": 0.7,
+    "zorder": 1,
+    "label": "_threshold",
+}
+BAND_ALPHA = 0.18
+PANEL_WIDTH_IN = 3.4
+PANEL_HEIGHT_IN = 2.5
+
+RC: dict[str, Any] = {
+    "font.size": 8,
+    "axes.titlesize": 9,
+    "axes.labelsize": 8,
+    "xtick.labelsize": 7.5,
+    "ytick.labelsize": 7.5,
+    "legend.fontsize": 7.5,
+    "legend.frameon": False,
+    "lines.linewidth": 1.3,
+    "axes.linewidth": 0.6,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "xtick.major.width": 0.6,
+    "ytick.major.width": 0.6,
+    "grid.linewidth": 0.4,
+    "grid.alpha": 0.5,
+    "savefig.dpi": 200,
+    "pdf.fonttype": 42,  # embed TrueType: editable text in the PDF
+    "svg.fonttype": "none",
+}
+
+
+@contextlib.contextmanager
+def figure_rc() -> Iterator[None]:
+    """Matplotlib settings for every sparsebench figure, restored on exit."""
+    with matplotlib.rc_context(RC):
+        yield
+
+
+def figsize(n_panels: int = 1, height: float = PANEL_HEIGHT_IN) -> tuple[float, float]:
+    """Width of ``n_panels`` paper-column panels side by side, and the height."""
+    return (PANEL_WIDTH_IN * max(1, n_panels), height)
+
+
+def _stable_pick(key: str, palette: tuple[str, ...]) -> str:
+    return palette[zlib.crc32(key.encode()) % len(palette)]
+
+
+def basis_colour(basis: str, site: str) -> str:
+    """Fixed colour of a basis at a site (SAEs and transcoders: one colour for any site)."""
+    key = f"{basis}@{site}"
+    if key in BASIS_COLOURS:
+        return BASIS_COLOURS[key]
+    if basis in BASIS_COLOURS:
+        return BASIS_COLOURS[basis]
+    return _stable_pick(key, FALLBACK_COLOURS)
+
+
+def method_colour(method: str) -> str:
+    return METHOD_COLOURS.get(method) or _stable_pick(method, FALLBACK_COLOURS)
+
+
+def method_linestyle(method: str) -> Any:
+    return METHOD_LINESTYLES.get(method, (0, (2, 1)))
+
+
+def method_name(method: str) -> str:
+    return METHOD_NAMES.get(method, method)
+
+
+def order_key(value: str | None, order: tuple[str, ...]) -> tuple[int, str]:
+    """Sort key: names in ``order`` first (in that order), then others alphabetically."""
+    if value is None:
+        return (-1, "")
+    if value in order:
+        return (order.index(value), "")
+    return (len(order), value)

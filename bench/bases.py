@@ -26,7 +26,8 @@ BASIS_NAMES = ("neurons", "sae", "transcoder")
 
 class Basis(Protocol):
     name: str  # "neurons" | "sae" | "transcoder"
-    site: str  # where units are read and written, e.g. "mlp_acts"
+    site: str  # where units are written (and read, unless read_site is set), e.g. "mlp_acts"
+    # optional attribute ``read_site``: the site encode() reads, e.g. "mlp_in" for transcoders
     has_error: bool  # one error node per (layer, position)
     identity: bool  # encode/decode are the identity (lets the harness skip them)
 

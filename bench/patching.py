@@ -42,6 +42,28 @@ def check_finite(t: torch.Tensor, what: str) -> None:
         raise FloatingPointError(f"{bad} in activations at {what}; check the model and dtype")
 
 
+@contextlib.contextmanager
+def _at_every_layer(handle: ModelHandle, basis: Basis, make) -> Iterator[None]:
+    """Replace the basis's site on every layer with ``make(layer, read)``'s function.
+
+    ``read(layer, x)`` is what the basis encodes: the site's own activation ``x``, or, for a
+    basis that reads elsewhere (a transcoder reads ``mlp_in`` and writes ``mlp_out``), the
+    activation captured at its ``read_site`` earlier in the same forward pass.
+    """
+    read_site = getattr(basis, "read_site", basis.site)
+    layers = range(handle.sites.n_layers)
+    capture = [] if read_site == basis.site else [(read_site, layer) for layer in layers]
+    holder: dict[str, dict] = {}
+
+    def read(layer: int, x: torch.Tensor) -> torch.Tensor:
+        return holder["acts"][(read_site, layer)].detach() if capture else x
+
+    replace = {(basis.site, layer): make(layer, read) for layer in layers}
+    with intervene(handle.sites, capture=capture, replace=replace) as acts:
+        holder["acts"] = acts
+        yield
+
+
 @dataclass
 class LayerUnits:
     units: torch.Tensor  # [batch, pos, n_units]
@@ -53,19 +75,18 @@ def unit_values(handle: ModelHandle, basis: Basis) -> Iterator[dict[int, LayerUn
     """Fill a dict layer -> LayerUnits on each forward (no gradients)."""
     out: dict[int, LayerUnits] = {}
 
-    def make(layer: int):
+    def make(layer: int, read):
         def fn(x: torch.Tensor) -> torch.Tensor:
             x = x.detach()
             check_finite(x, f"{basis.site} layer {layer}")
-            u = basis.encode(layer, x)
+            u = basis.encode(layer, read(layer, x))
             err = x - basis.decode(layer, u) if basis.has_error else None
             out[layer] = LayerUnits(u, err)
             return x
 
         return fn
 
-    replace = {(basis.site, layer): make(layer) for layer in range(handle.sites.n_layers)}
-    with intervene(handle.sites, replace=replace):
+    with _at_every_layer(handle, basis, make):
         yield out
 
 
@@ -74,11 +95,11 @@ def unit_leaves(handle: ModelHandle, basis: Basis) -> Iterator[dict[int, LayerUn
     """Fill a dict layer -> LayerUnits of leaf tensors (requires_grad) on each forward."""
     out: dict[int, LayerUnits] = {}
 
-    def make(layer: int):
+    def make(layer: int, read):
         def fn(x: torch.Tensor) -> torch.Tensor:
             check_finite(x, f"{basis.site} layer {layer}")
             xd = x.detach()
-            u = basis.encode(layer, xd).detach().requires_grad_(True)
+            u = basis.encode(layer, read(layer, xd)).detach().requires_grad_(True)
             if basis.identity:
                 new = x + (u - u.detach())
             else:
@@ -93,8 +114,7 @@ def unit_leaves(handle: ModelHandle, basis: Basis) -> Iterator[dict[int, LayerUn
 
         return fn
 
-    replace = {(basis.site, layer): make(layer) for layer in range(handle.sites.n_layers)}
-    with intervene(handle.sites, replace=replace):
+    with _at_every_layer(handle, basis, make):
         yield out
 
 
@@ -117,13 +137,13 @@ def unit_ablation(
     """Run S masks at once: the batch fed to the model must be the base batch repeated S times."""
     n_masks = keep.shape[0]
 
-    def make(layer: int):
+    def make(layer: int, read):
         keep_l = keep[:, layer, None]  # [S, 1, pos, n]
         abl = values.units[layer]
 
         def fn(x: torch.Tensor) -> torch.Tensor:  # [S*B, pos, width]
             sb, pos, _ = x.shape
-            u = basis.encode(layer, x)  # [S*B, pos, n]
+            u = basis.encode(layer, read(layer, x))  # [S*B, pos, n]
             u4 = u.view(n_masks, sb // n_masks, pos, -1)
             new = torch.where(keep_l, u4, abl.to(u.dtype)).view_as(u)
             out = new if basis.identity else x + basis.decode_delta(layer, new - u)
@@ -136,6 +156,5 @@ def unit_ablation(
 
         return fn
 
-    replace = {(basis.site, layer): make(layer) for layer in range(handle.sites.n_layers)}
-    with intervene(handle.sites, replace=replace):
+    with _at_every_layer(handle, basis, make):
         yield

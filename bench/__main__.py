@@ -1,0 +1,86 @@
+"""Command line: ``python -m bench sweep ...`` runs one cell and writes its SweepResult.
+
+Example::
+
+    python -m bench sweep --model smollm2-135m --task sva_simple --basis neurons \\
+        --site mlp_acts --method relp --out results/sva_simple_neurons_mlp_acts_relp.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from bench import load_model, run_sweep
+    from tasks import get_task, load_pairs
+
+    handle = load_model(args.model, device=args.device, dtype=args.dtype)
+    if args.task_file:
+        ds = load_pairs(args.task_file, handle.tokenizer, args.n_train, args.n_test, args.seed)
+    else:
+        ds = get_task(args.task).build(handle.tokenizer, args.n_train, args.n_test, args.seed)
+    result = run_sweep(
+        handle,
+        ds,
+        basis=args.basis,
+        site=args.site,
+        method=args.method,
+        ablation=args.ablation,
+        dictionary=args.dictionary,
+        error_mode=args.error_mode,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        ig_steps=args.ig_steps,
+        n_bootstrap=args.n_bootstrap,
+        progress=not args.quiet,
+    )
+    result.to_json(args.out)  # atomic: temp file, then rename
+    k, (lo, hi) = result.k_at_0_8, result.k_at_0_8_ci
+    t = result.timings
+    print(
+        f"{result.task} {result.basis}@{result.site} {result.method}: k@0.8 = {k:.1f} "
+        f"[{lo:.1f}, {hi:.1f}] of {result.n_nodes} nodes, AUC {result.auc:.3f}; "
+        f"attribution {t['attribution_s']:.1f} s (ratio {t.get('attribution_ratio', 0):.2f}), "
+        f"sweep {t['sweep_s']:.1f} s (ratio {t.get('sweep_ratio', 0):.2f}) -> {args.out}"
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sw = sub.add_parser("sweep", help="run one cell: attribution + faithfulness sweep")
+    sw.add_argument("--model", default="smollm2-135m")
+    src = sw.add_mutually_exclusive_group(required=True)
+    src.add_argument("--task", help="registered task name (python -m tasks list)")
+    src.add_argument("--task-file", help="Marks-style JSONL of contrastive pairs")
+    sw.add_argument("--basis", default="neurons")
+    sw.add_argument("--site", default="mlp_acts")
+    sw.add_argument("--method", default="relp")
+    sw.add_argument("--ablation", default="mean")
+    sw.add_argument("--dictionary", default=None)
+    sw.add_argument("--error-mode", default="keep")
+    sw.add_argument("--n-train", type=int, default=300)
+    sw.add_argument("--n-test", type=int, default=40)
+    sw.add_argument("--seed", type=int, default=0)
+    sw.add_argument("--batch-size", type=int, default=32)
+    sw.add_argument("--ig-steps", type=int, default=10)
+    sw.add_argument("--n-bootstrap", type=int, default=1000)
+    sw.add_argument("--device", default="cpu")
+    sw.add_argument("--dtype", default="float32")
+    sw.add_argument("--out", required=True, help="where to write the SweepResult JSON")
+    sw.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    try:
+        return _sweep(args)
+    except (ValueError, RuntimeError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,4 +1,6 @@
-"""Command line: ``python -m bench sweep ...`` runs one cell and writes its SweepResult.
+"""Command line: ``python -m bench sweep ...`` runs one cell and writes its SweepResult;
+``python -m bench compare RESULTS... --reference baselines/`` checks saved results against the
+committed references (exit 1 when a cell moved).
 
 Example::
 
@@ -49,6 +51,36 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from bench import reference
+    from bench.result import SweepResult
+
+    paths = [p for arg in args.results for p in _json_files(arg)]
+    if not paths:
+        print("error: no result files given", file=sys.stderr)
+        return 2
+    checks = []
+    for path in paths:
+        result = SweepResult.from_json(path)
+        if args.update:
+            print(f"updated {reference.update(args.reference, result)}")
+        else:
+            checks += reference.check_against(args.reference, result)
+    if checks:
+        print(reference.table(checks))
+        moved = [c for c in checks if not c.ok]
+        print(f"\n{len(moved)} of {len(checks)} checks moved" if moved else "\nall held")
+        return 1 if moved else 0
+    return 0
+
+
+def _json_files(arg: str):
+    from pathlib import Path
+
+    p = Path(arg)
+    return sorted(p.rglob("*.json")) if p.is_dir() else [p]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -73,10 +105,15 @@ def main(argv: list[str] | None = None) -> int:
     sw.add_argument("--dtype", default="float32")
     sw.add_argument("--out", required=True, help="where to write the SweepResult JSON")
     sw.add_argument("--quiet", action="store_true", help="no progress bars")
+    cp = sub.add_parser("compare", help="check saved results against reference results")
+    cp.add_argument("results", nargs="+", help="SweepResult JSON files or directories")
+    cp.add_argument("--reference", default="baselines", help="reference directory")
+    cp.add_argument("--update", action="store_true", help="write the results as references")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    quiet = getattr(args, "quiet", True)
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s")
     try:
-        return _sweep(args)
+        return _sweep(args) if args.command == "sweep" else _compare(args)
     except (ValueError, RuntimeError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,24 +1,27 @@
 """``run_sweep``: one cell of the benchmark, task pairs in, :class:`SweepResult` out.
 
-Steps (DESIGN.md, "The pipeline"):
+Steps (DESIGN.md, "The pipeline"), in three stages so a benchmark can time the middle one:
 
-1. validate the cell (basis, site, method, ablation, error mode) and the dataset;
-2. encode the dataset's splits to token ids on the model's device;
-3. attribute on the train split (:mod:`bench.attribution`), timed;
-4. rank nodes, evaluate the shared size grid on the test split (:mod:`bench.sweep`), timed;
-5. curves, scalars and bootstrap CIs (:mod:`bench.scores`);
-6. bare-torch references from the same run: one plain forward of the test batch, and one lean
-   forward + forward + backward of a train batch; ``attribution_ratio`` and ``sweep_ratio``
-   compare the harness against them;
-7. a SweepResult with seeds, versions and timings.
+- :func:`prepare`: (1) validate the cell (basis, site, method, ablation, error mode) and the
+  dataset; (2) encode the dataset's splits to token ids on the model's device;
+- :func:`measure`: (3) attribute on the train split (:mod:`bench.attribution`; cached on disk
+  when asked, keyed by everything that changes the scores); (4) rank nodes and evaluate the
+  shared size grid on the test split (:mod:`bench.sweep`); both timed;
+- :func:`finish`: (5) curves, scalars and bootstrap CIs (:mod:`bench.scores`); (6) bare-torch
+  references from the same run — one plain forward of the test batch, one lean forward +
+  forward + backward of a train batch — giving ``attribution_ratio`` and ``sweep_ratio``;
+  (7) a SweepResult with seeds, versions and timings.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
+import json
 import logging
 import subprocess
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +29,16 @@ import numpy as np
 import torch
 
 from bench import scores
-from bench.attribution import attribute, check_method
-from bench.bases import make_basis
+from bench.attribution import Scores, attribute, check_method
+from bench.bases import Basis, make_basis
+from bench.cache import atomic_path, cache_dir
 from bench.models import ModelHandle
 from bench.result import SweepResult
-from bench.sweep import ablation_values, check_ablation, evaluate, node_ranks
+from bench.sweep import SweepMetrics, ablation_values, check_ablation, evaluate, node_ranks
 
 log = logging.getLogger(__name__)
+
+ATTRIBUTION_CODE_VERSION = 1  # bump when a change to attribution code changes scores
 
 
 def library_versions() -> dict[str, str]:
@@ -83,6 +89,190 @@ def bare_torch_references(handle: ModelHandle, train_batch, test) -> dict[str, f
     return {"plain_forward_s": _timed(plain), "lean_fwd_fwd_bwd_s": _timed(lean)}
 
 
+@dataclass(frozen=True)
+class Cell:
+    """What one sweep measures and how (everything except model and dataset)."""
+
+    basis: str = "neurons"
+    site: str = "mlp_acts"
+    method: str = "relp"
+    ablation: str = "mean"
+    dictionary: str | None = None
+    error_mode: str = "keep"
+    sizes: tuple[int, ...] | None = None
+    seed: int = 0
+    batch_size: int = 32
+    ig_steps: int = 10
+    n_bootstrap: int = 1000
+    masks_per_forward: int = 8
+
+
+@dataclass
+class Prepared:
+    handle: ModelHandle
+    ds: Any  # tasks.ContrastiveDataset
+    cell: Cell
+    basis: Basis
+    train: dict[str, torch.Tensor]  # clean_ids/cf_ids [n, seq], answer ids [n]
+    test: dict[str, torch.Tensor]
+
+
+@dataclass
+class Measured:
+    scores: Scores
+    metrics: SweepMetrics
+    sizes: list[int]
+    n_nodes: int
+    attribution_s: float
+    sweep_s: float
+    attribution_cached: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def prepare(handle: ModelHandle, ds, cell: Cell) -> Prepared:
+    """Steps 1-2: validate the cell and the dataset, encode the splits."""
+    check_method(cell.method)
+    check_ablation(cell.ablation, cell.error_mode)
+    basis = make_basis(handle.sites, cell.basis, cell.site, cell.dictionary)
+    if len(ds.train) == 0 or len(ds.test) == 0:
+        raise ValueError(
+            f"dataset {ds.task!r} has {len(ds.train)} train and {len(ds.test)} test pairs; "
+            "both splits must be non-empty"
+        )
+    if len(ds.test) < 2:
+        raise ValueError("the test split needs at least 2 pairs for bootstrap CIs")
+    enc = ds.encode(handle.tokenizer)
+    train = {k: v.to(handle.device) for k, v in enc["train"].items()}
+    test = {k: v.to(handle.device) for k, v in enc["test"].items()}
+    return Prepared(handle, ds, cell, basis, train, test)
+
+
+def attribution_key(prep: Prepared) -> str:
+    """Hash of everything that changes a cell's attribution scores."""
+    c = prep.cell
+    ids = torch.cat([prep.train["clean_ids"], prep.train["cf_ids"]], 1).cpu().numpy()
+    answers = torch.stack([prep.train["clean_answer_id"], prep.train["cf_answer_id"]])
+    data = {
+        "code": ATTRIBUTION_CODE_VERSION,
+        "model": [prep.handle.name, prep.handle.source, str(prep.handle.dtype)],
+        "task": [prep.ds.task, str(prep.ds.version)],
+        "train": hashlib.sha256(ids.tobytes() + answers.cpu().numpy().tobytes()).hexdigest(),
+        "basis": prep.basis.describe(),
+        "method": c.method,
+        "seed": c.seed,
+        "ig_steps": c.ig_steps if c.method == "ig" else None,
+        "batch_size": c.batch_size,
+    }
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _attribute_cached(prep: Prepared, progress: bool, cache: bool) -> tuple[Scores, float, bool]:
+    c = prep.cell
+    path = cache_dir("attributions") / f"{attribution_key(prep)}.pt" if cache else None
+    if path is not None and path.exists():
+        try:
+            saved = torch.load(path, map_location=prep.handle.device)
+            return Scores(saved["units"], saved["error"], c.method), saved["seconds"], True
+        except Exception as err:  # a damaged entry is recomputed, not trusted
+            log.warning("attribution cache entry %s unreadable (%s); recomputing", path, err)
+    start = time.perf_counter()
+    sc = attribute(
+        prep.handle, prep.basis, prep.train, c.method, c.batch_size, c.ig_steps, c.seed, progress
+    )
+    seconds = time.perf_counter() - start
+    if path is not None:
+        with atomic_path(path) as tmp:
+            torch.save({"units": sc.units, "error": sc.error, "seconds": seconds}, tmp)
+    return sc, seconds, False
+
+
+def measure(prep: Prepared, progress: bool = False, cache: bool = False) -> Measured:
+    """Steps 3-4: attribution on the train split, the size sweep on the test split."""
+    c = prep.cell
+    torch.manual_seed(c.seed)
+    sc, t_attr, cached = _attribute_cached(prep, progress, cache)
+    start = time.perf_counter()
+    ablate_error = prep.basis.has_error and c.error_mode == "ablate"
+    flat = sc.flat(include_error=ablate_error)
+    n_nodes = len(flat)
+    grid = sorted(set(c.sizes)) if c.sizes is not None else scores.size_grid(n_nodes)
+    if grid[0] < 1 or grid[-1] > n_nodes:
+        raise ValueError(f"sizes must lie in 1..{n_nodes} (the number of nodes), got {grid}")
+    values = ablation_values(prep.handle, prep.basis, prep.test, c.ablation)
+    sm = evaluate(
+        prep.handle, prep.basis, prep.test, node_ranks(flat), grid, values, ablate_error,
+        c.masks_per_forward, progress,
+    )  # fmt: skip
+    t_sweep = time.perf_counter() - start
+    return Measured(sc, sm, grid, n_nodes, t_attr, t_sweep, cached)
+
+
+def finish(prep: Prepared, ms: Measured, timing_references: bool = True) -> SweepResult:
+    """Steps 5-7: curves, scalars, CIs, timing references, the SweepResult."""
+    c, sm, ds = prep.cell, ms.metrics, prep.ds
+    sz = np.asarray(ms.sizes)
+    faith = scores.curve(sm.m_faith, sm.m_full, sm.m_empty)
+    comp = scores.curve(sm.m_comp, sm.m_full, sm.m_empty)
+    point = scores.scalars(sz, faith, ms.n_nodes)
+    ci = scores.bootstrap(
+        sz, sm.m_faith, sm.m_comp, sm.m_full, sm.m_empty, ms.n_nodes, c.n_bootstrap, c.seed
+    )
+    timings: dict[str, Any] = {"attribution_s": ms.attribution_s, "sweep_s": ms.sweep_s}
+    n_batches = -(-len(ds.train) // c.batch_size)
+    timings.update(
+        n_train_batches=n_batches,
+        n_sweep_forwards=sm.n_forwards,
+        attribution_cached=ms.attribution_cached,
+        torch_threads=torch.get_num_threads(),
+    )
+    if timing_references:
+        batch = {k: v[: c.batch_size] for k, v in prep.train.items()}
+        ref = bare_torch_references(prep.handle, batch, prep.test)
+        timings.update(ref)
+        timings["attribution_ratio"] = ms.attribution_s / (n_batches * ref["lean_fwd_fwd_bwd_s"])
+        timings["sweep_ratio"] = ms.sweep_s / (sm.n_forwards * ref["plain_forward_s"])
+    k08 = point["k_at_0_8"]
+    extra: dict[str, Any] = {"dataset_dropped": dict(getattr(ds, "dropped", {})), **ms.extra}
+    if c.method == "ig":
+        extra["ig_steps"] = c.ig_steps
+    extra["cell"] = {k: v for k, v in asdict(c).items() if k not in ("sizes",)}
+    return SweepResult(
+        model=prep.handle.name,
+        task=ds.task,
+        task_version=str(ds.version),
+        basis=c.basis,
+        site=c.site,
+        method=c.method,
+        ablation=c.ablation,
+        dictionary=c.dictionary,
+        error_mode=c.error_mode if prep.basis.has_error else None,
+        n_nodes=ms.n_nodes,
+        sizes=[int(k) for k in ms.sizes],
+        faithfulness=faith.tolist(),
+        faithfulness_ci=ci["faithfulness"].tolist(),
+        completeness=comp.tolist(),
+        completeness_ci=ci["completeness"].tolist(),
+        k_at_0_8=None if np.isnan(k08) else k08,
+        k_at_0_8_ci=[None if np.isnan(v) else float(v) for v in ci["k_at_0_8"]],
+        auc=point["auc"],
+        auc_ci=ci["auc"].tolist(),
+        cpr=point["cpr"],
+        cpr_ci=ci["cpr"].tolist(),
+        cmd=point["cmd"],
+        cmd_ci=ci["cmd"].tolist(),
+        m_full=float(sm.m_full.mean()),
+        m_empty=float(sm.m_empty.mean()),
+        seed=c.seed,
+        n_train=len(ds.train),
+        n_test=len(ds.test),
+        seq_len=int(prep.train["clean_ids"].shape[1]),
+        dictionary_quality=prep.basis.quality(),
+        versions=library_versions(),
+        timings=timings,
+        extra=extra,
+    )
+
+
 def run_sweep(
     handle: ModelHandle,
     ds,
@@ -100,95 +290,13 @@ def run_sweep(
     masks_per_forward: int = 8,
     progress: bool = False,
     timing_references: bool = True,
+    cache: bool = False,
 ) -> SweepResult:
     """Attribute on ``ds.train``, sweep circuit sizes on ``ds.test``; see the module docstring."""
-    # 1. validate
-    check_method(method)
-    check_ablation(ablation, error_mode)
-    b = make_basis(handle.sites, basis, site, dictionary)
-    if len(ds.train) == 0 or len(ds.test) == 0:
-        raise ValueError(
-            f"dataset {ds.task!r} has {len(ds.train)} train and {len(ds.test)} test pairs; "
-            "both splits must be non-empty"
-        )
-    if len(ds.test) < 2:
-        raise ValueError("the test split needs at least 2 pairs for bootstrap CIs")
-    # 2. encode
-    enc = ds.encode(handle.tokenizer)
-    train = {k: v.to(handle.device) for k, v in enc["train"].items()}
-    test = {k: v.to(handle.device) for k, v in enc["test"].items()}
-    torch.manual_seed(seed)
-    # 3. attribution
-    start = time.perf_counter()
-    sc = attribute(handle, b, train, method, batch_size, ig_steps, seed, progress)
-    t_attr = time.perf_counter() - start
-    # 4. sweep
-    start = time.perf_counter()
-    ablate_error = b.has_error and error_mode == "ablate"
-    flat = sc.flat(include_error=ablate_error)
-    n_nodes = len(flat)
-    grid = sorted(set(sizes)) if sizes is not None else scores.size_grid(n_nodes)
-    if grid[0] < 1 or grid[-1] > n_nodes:
-        raise ValueError(f"sizes must lie in 1..{n_nodes} (the number of nodes), got {grid}")
-    values = ablation_values(handle, b, test, ablation)
-    sm = evaluate(
-        handle, b, test, node_ranks(flat), grid, values, ablate_error, masks_per_forward, progress
-    )
-    t_sweep = time.perf_counter() - start
-    # 5. curves, scalars, CIs
-    sz = np.asarray(grid)
-    faith = scores.curve(sm.m_faith, sm.m_full, sm.m_empty)
-    comp = scores.curve(sm.m_comp, sm.m_full, sm.m_empty)
-    point = scores.scalars(sz, faith, n_nodes)
-    ci = scores.bootstrap(
-        sz, sm.m_faith, sm.m_comp, sm.m_full, sm.m_empty, n_nodes, n_bootstrap, seed
-    )
-    # 6. timings
-    timings: dict[str, float] = {"attribution_s": t_attr, "sweep_s": t_sweep}
-    n_batches = -(-len(ds.train) // batch_size)
-    timings.update(n_train_batches=n_batches, n_sweep_forwards=sm.n_forwards)
-    if timing_references:
-        ref = bare_torch_references(handle, {k: v[:batch_size] for k, v in train.items()}, test)
-        timings.update(ref)
-        timings["attribution_ratio"] = t_attr / (n_batches * ref["lean_fwd_fwd_bwd_s"])
-        timings["sweep_ratio"] = t_sweep / (sm.n_forwards * ref["plain_forward_s"])
-    # 7. result
-    k08 = point["k_at_0_8"]
-    extra: dict[str, Any] = {"dataset_dropped": dict(getattr(ds, "dropped", {}))}
-    if method == "ig":
-        extra["ig_steps"] = ig_steps
-    return SweepResult(
-        model=handle.name,
-        task=ds.task,
-        task_version=str(ds.version),
-        basis=basis,
-        site=site,
-        method=method,
-        ablation=ablation,
-        dictionary=dictionary,
-        error_mode=error_mode if b.has_error else None,
-        n_nodes=n_nodes,
-        sizes=[int(k) for k in grid],
-        faithfulness=faith.tolist(),
-        faithfulness_ci=ci["faithfulness"].tolist(),
-        completeness=comp.tolist(),
-        completeness_ci=ci["completeness"].tolist(),
-        k_at_0_8=None if np.isnan(k08) else k08,
-        k_at_0_8_ci=[None if np.isnan(v) else float(v) for v in ci["k_at_0_8"]],
-        auc=point["auc"],
-        auc_ci=ci["auc"].tolist(),
-        cpr=point["cpr"],
-        cpr_ci=ci["cpr"].tolist(),
-        cmd=point["cmd"],
-        cmd_ci=ci["cmd"].tolist(),
-        m_full=float(sm.m_full.mean()),
-        m_empty=float(sm.m_empty.mean()),
-        seed=seed,
-        n_train=len(ds.train),
-        n_test=len(ds.test),
-        seq_len=int(train["clean_ids"].shape[1]),
-        dictionary_quality=b.quality(),
-        versions=library_versions(),
-        timings=timings,
-        extra=extra,
-    )
+    cell = Cell(
+        basis, site, method, ablation, dictionary, error_mode,
+        tuple(sizes) if sizes is not None else None, seed, batch_size, ig_steps, n_bootstrap,
+        masks_per_forward,
+    )  # fmt: skip
+    prep = prepare(handle, ds, cell)
+    return finish(prep, measure(prep, progress, cache), timing_references)

@@ -1,0 +1,186 @@
+"""Options and shared set-up for the benchmark suite (``pytest bench --benchmark-only``).
+
+Each cell (model, task, basis@site[:dictionary], method, ablation) is one pytest-benchmark
+case; see ``bench/test_suite.py``. Options:
+
+``--model``            model to run (default: the embedded default, smollm2-135m)
+``--tasks``            comma-separated task names (default: every registered task)
+``--bases``            comma-separated ``basis@site[:dictionary]`` (default:
+                       neurons@mlp_acts,neurons@mlp_out,sae@mlp_out:local)
+``--methods``          comma-separated attribution methods (default: relp,atp,random)
+``--ablation``         mean | zero | patch (default: mean)
+``--n-train/--n-test`` split sizes (defaults below; ``--quick`` uses smaller ones)
+``--quick``            the CI subset: sva_simple × {neurons@mlp_acts, neurons@mlp_out} ×
+                       {relp, random}, small splits
+``--reference DIR``    fail a cell whose AUC or k@0.8 leaves the CI-based tolerance of its
+                       committed reference (see bench/reference.py); prints what moved
+``--update-reference`` write this run's results as the new references into ``--reference``
+``--results-dir DIR``  also write each cell's SweepResult JSON there (default .benchmarks/results)
+
+Model loading, dataset building and SAE training happen outside the timed body; attributions
+and SAEs are cached on disk between runs. Benchmark JSON is autosaved under .benchmarks/ so
+runs accumulate and ``pytest-benchmark compare`` works on them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+DEFAULT_BASES = "neurons@mlp_acts,neurons@mlp_out,sae@mlp_out:local"
+DEFAULT_METHODS = "relp,atp,random"
+DEFAULT_N = (300, 40)
+QUICK = {"tasks": "sva_simple", "bases": "neurons@mlp_acts,neurons@mlp_out",
+         "methods": "relp,random", "n": (64, 24)}  # fmt: skip
+
+
+def pytest_addoption(parser):
+    g = parser.getgroup("sparsebench")
+    g.addoption("--model", default="smollm2-135m")
+    g.addoption("--tasks", default=None)
+    g.addoption("--bases", default=None)
+    g.addoption("--methods", default=None)
+    g.addoption("--ablation", default="mean")
+    g.addoption("--n-train", type=int, default=None)
+    g.addoption("--n-test", type=int, default=None)
+    g.addoption("--quick", action="store_true")
+    g.addoption("--reference", default=None)
+    g.addoption("--update-reference", action="store_true")
+    g.addoption("--results-dir", default=".benchmarks/results")
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    model: str
+    task: str
+    basis: str
+    site: str
+    dictionary: str | None
+    method: str
+    ablation: str
+    n_train: int
+    n_test: int
+
+    @property
+    def id(self) -> str:
+        d = f":{self.dictionary}" if self.dictionary else ""
+        return f"{self.task}-{self.basis}@{self.site}{d}-{self.method}"
+
+
+def _split(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _fail(what: str, bad: list[str], valid) -> None:
+    raise pytest.UsageError(f"unknown {what} {', '.join(bad)}; valid: {', '.join(valid)}")
+
+
+def parse_cells(config) -> list[CellSpec]:
+    """Expand the options into cells; bad values fail fast with the valid choices."""
+    from bench.attribution import METHODS
+    from bench.bases import BASIS_NAMES
+    from bench.sites import SITE_NAMES
+    from bench.sweep import ABLATIONS
+    from tasks import list_tasks
+
+    opt = config.getoption
+    quick = opt("--quick")
+    all_tasks = [t.name for t in list_tasks()]
+    tasks = _split(opt("--tasks") or (QUICK["tasks"] if quick else ",".join(all_tasks)))
+    bases = _split(opt("--bases") or (QUICK["bases"] if quick else DEFAULT_BASES))
+    methods = _split(opt("--methods") or (QUICK["methods"] if quick else DEFAULT_METHODS))
+    n_train, n_test = QUICK["n"] if quick else DEFAULT_N
+    n_train, n_test = opt("--n-train") or n_train, opt("--n-test") or n_test
+    if bad := [t for t in tasks if t not in all_tasks]:
+        _fail("task(s)", bad, all_tasks)
+    if bad := [m for m in methods if m not in METHODS]:
+        _fail("method(s)", bad, METHODS)
+    if opt("--ablation") not in ABLATIONS:
+        _fail("ablation", [opt("--ablation")], ABLATIONS)
+    parsed = []
+    for spec in bases:
+        basis, _, rest = spec.partition("@")
+        site, _, dictionary = rest.partition(":")
+        if basis not in BASIS_NAMES or site not in SITE_NAMES:
+            raise pytest.UsageError(
+                f"bad basis spec {spec!r}: write basis@site[:dictionary] with basis in "
+                f"{', '.join(BASIS_NAMES)} and site in {', '.join(SITE_NAMES)}"
+            )
+        if basis != "neurons" and not dictionary:
+            raise pytest.UsageError(f"basis spec {spec!r} needs a dictionary, e.g. {spec}:local")
+        parsed.append((basis, site, dictionary or None))
+    if opt("--update-reference") and not opt("--reference"):
+        raise pytest.UsageError("--update-reference needs --reference DIR (e.g. baselines/)")
+    return [
+        CellSpec(opt("--model"), t, b, s, d, m, opt("--ablation"), n_train, n_test)
+        for t in tasks
+        for (b, s, d) in parsed
+        for m in methods
+    ]
+
+
+def pytest_configure(config):
+    # Keep history: every run of the suite is saved for `pytest-benchmark compare`.
+    if not config.getoption("benchmark_json", default=None):
+        config.option.benchmark_autosave = True
+
+
+def pytest_generate_tests(metafunc):
+    if "cell" in metafunc.fixturenames:
+        cells = parse_cells(metafunc.config)
+        metafunc.parametrize("cell", cells, ids=[c.id for c in cells])
+
+
+@dataclass
+class Suite:
+    """Session state: loaded models and datasets, and every reference check made."""
+
+    handles: dict = field(default_factory=dict)
+    datasets: dict = field(default_factory=dict)
+    checks: list = field(default_factory=list)
+    updated: list = field(default_factory=list)
+
+    def handle(self, model: str):
+        if model not in self.handles:
+            from bench import load_model
+
+            self.handles[model] = load_model(model)
+        return self.handles[model]
+
+    def dataset(self, cell: CellSpec):
+        key = (cell.model, cell.task, cell.n_train, cell.n_test)
+        if key not in self.datasets:
+            from tasks import get_task
+
+            tok = self.handle(cell.model).tokenizer
+            self.datasets[key] = get_task(cell.task).build(tok, cell.n_train, cell.n_test, 0)
+        return self.datasets[key]
+
+
+_SUITE = Suite()
+
+
+@pytest.fixture(scope="session")
+def suite() -> Suite:
+    return _SUITE
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    from bench.reference import table
+
+    if _SUITE.checks:
+        moved = [c for c in _SUITE.checks if not c.ok]
+        terminalreporter.section("sparsebench reference check")
+        terminalreporter.write_line(table(_SUITE.checks))
+        verdict = f"{len(moved)} of {len(_SUITE.checks)} checks moved" if moved else "all held"
+        terminalreporter.write_line(f"\n{verdict}")
+    if _SUITE.updated:
+        terminalreporter.section("sparsebench references updated")
+        for path in _SUITE.updated:
+            terminalreporter.write_line(str(path))
+
+
+def results_dir(config) -> Path:
+    return Path(config.getoption("--results-dir"))

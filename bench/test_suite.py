@@ -1,0 +1,47 @@
+"""The benchmark suite: one pytest-benchmark case per cell (see bench/conftest.py).
+
+Per cell: (1) set-up outside the timing — model, dataset, basis (SAEs are trained or loaded
+here), token ids; (2) the timed body — attribution + sweep (``bench.run.measure``);
+(3) scores, CIs and timing ratios (``bench.run.finish``) into ``benchmark.extra_info``;
+(4) the SweepResult JSON to ``--results-dir``; (5) the reference check or update.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from bench import reference
+from bench.conftest import results_dir
+from bench.run import Cell, finish, measure, prepare
+
+
+def test_cell(benchmark, cell, suite, request):
+    config = request.config
+    handle = suite.handle(cell.model)
+    ds = suite.dataset(cell)
+    spec = Cell(cell.basis, cell.site, cell.method, cell.ablation, cell.dictionary)
+
+    def setup():
+        return (prepare(handle, ds, spec),), {"cache": True}
+
+    measured = benchmark.pedantic(measure, setup=setup, rounds=1, iterations=1)
+    result = finish(prepare(handle, ds, spec), measured)
+    benchmark.extra_info["result"] = result.to_dict()
+    benchmark.extra_info.update(
+        k_at_0_8=result.k_at_0_8,
+        auc=result.auc,
+        attribution_ratio=result.timings.get("attribution_ratio"),
+        sweep_ratio=result.timings.get("sweep_ratio"),
+        attribution_cached=result.timings["attribution_cached"],
+    )
+    out = results_dir(config) / result.model / f"{reference.cell_name(result)}.json"
+    result.to_json(out)
+
+    ref_dir = config.getoption("--reference")
+    if ref_dir and config.getoption("--update-reference"):
+        suite.updated.append(reference.update(ref_dir, result))
+    elif ref_dir:
+        checks = reference.check_against(ref_dir, result)
+        suite.checks.extend(checks)
+        if not all(c.ok for c in checks):
+            pytest.fail("faithfulness moved:\n" + reference.table(checks), pytrace=False)

@@ -1,0 +1,80 @@
+"""The reference check fails when faithfulness moves, and says what moved."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from _tiny_data import dataset, tiny_handle
+
+import bench.run
+from bench import reference, run_sweep
+from bench.__main__ import main
+
+
+@pytest.fixture(scope="module")
+def result():
+    h, ds = tiny_handle("llama"), dataset()
+    return run_sweep(h, ds, method="atp", n_bootstrap=200, timing_references=False)
+
+
+def test_identical_result_holds(result, tmp_path):
+    reference.update(tmp_path, result)
+    checks = reference.check_against(tmp_path, result)
+    assert [c.scalar for c in checks] == ["auc", "k@0.8"] and all(c.ok for c in checks)
+
+
+def test_perturbed_reference_fails(result, tmp_path):
+    path = reference.update(tmp_path, result)
+    moved = dataclasses.replace(
+        result, auc=result.auc + 0.3, auc_ci=[result.auc + 0.25, result.auc + 0.35]
+    )
+    moved.to_json(path)
+    checks = reference.check_against(tmp_path, result)
+    assert [c.ok for c in checks] == [False, True]
+    text = reference.table(checks)
+    assert "MOVED" in text and "auc" in text and f"{result.auc:.4g}" in text
+
+
+def test_a_worse_ranking_fails_with_a_readable_diff(result, tmp_path, monkeypatch, capsys):
+    original = bench.run.node_ranks
+    # The same cell, but the ranking is reversed: the least important nodes come first.
+    monkeypatch.setattr(bench.run, "node_ranks", lambda s: original(1 / (s.abs() + 1e-12)))
+    h, ds = tiny_handle("llama"), dataset()
+    reversed_ = run_sweep(h, ds, method="atp", n_bootstrap=200, timing_references=False)
+    # On a random model either order may be the better one; the reference is the better.
+    better, worse = sorted([result, reversed_], key=lambda r: -r.auc)
+    assert worse.auc < better.auc - 0.1
+    reference.update(tmp_path, better)
+    checks = reference.check_against(tmp_path, worse)
+    assert not all(c.ok for c in checks)
+    out_file = tmp_path / "worse.json"
+    worse.to_json(out_file)
+    assert main(["compare", str(out_file), "--reference", str(tmp_path)]) == 1
+    printed = capsys.readouterr().out
+    assert "MOVED" in printed and "checks moved" in printed
+
+
+def test_missing_or_incomparable_reference_fails(result, tmp_path):
+    (check,) = reference.check_against(tmp_path, result)
+    assert not check.ok and "--update-reference" in check.note
+    path = reference.update(tmp_path, result)
+    dataclasses.replace(result, n_test=result.n_test + 1).to_json(path)
+    (check,) = reference.check_against(tmp_path, result)
+    assert not check.ok and "not comparable" in check.note
+
+
+def test_attribution_cache_round_trip(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPARSEBENCH_CACHE", str(tmp_path))
+    h, ds = tiny_handle("llama"), dataset()
+    kw = dict(method="atp", n_bootstrap=50, timing_references=False, cache=True)
+    first = run_sweep(h, ds, **kw)
+    second = run_sweep(h, ds, **kw)
+    assert not first.timings["attribution_cached"] and second.timings["attribution_cached"]
+    assert first.faithfulness == second.faithfulness
+    (entry,) = (tmp_path / "attributions").glob("*.pt")
+    entry.write_bytes(b"damaged")  # a damaged entry is recomputed
+    third = run_sweep(h, ds, **kw)
+    assert not third.timings["attribution_cached"] and third.faithfulness == first.faithfulness
+    torch.load(entry)  # and rewritten whole

@@ -58,9 +58,8 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def _timed(fn, repeats: int = 3) -> float:
-    """Best of ``repeats`` wall times of ``fn()`` (after one warm-up call)."""
-    fn()
+def _timed(fn, repeats: int = 2) -> float:
+    """Best of ``repeats`` wall times of ``fn()`` (the model is warm: the cell just ran)."""
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()

@@ -51,6 +51,23 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _correlate(args: argparse.Namespace) -> int:
+    import json
+
+    from bench import load_model
+    from bench.correlate import attribution_vs_exact
+    from tasks import get_task
+
+    handle = load_model(args.model)
+    ds = get_task(args.task).build(handle.tokenizer, args.n_pairs, 2, args.seed)
+    out = attribution_vs_exact(
+        handle, ds, args.site, tuple(args.methods.split(",")), args.n_top, args.n_random,
+        args.n_pairs, args.seed, progress=True,
+    )  # fmt: skip
+    print(json.dumps(out, indent=2))
+    return 0
+
+
 def _compare(args: argparse.Namespace) -> int:
     from bench import reference
     from bench.result import SweepResult
@@ -109,11 +126,21 @@ def main(argv: list[str] | None = None) -> int:
     cp.add_argument("results", nargs="+", help="SweepResult JSON files or directories")
     cp.add_argument("--reference", default="baselines", help="reference directory")
     cp.add_argument("--update", action="store_true", help="write the results as references")
+    co = sub.add_parser("correlate", help="correlate relp/atp scores with exact patching")
+    co.add_argument("--model", default="smollm2-135m")
+    co.add_argument("--task", default="sva_simple")
+    co.add_argument("--site", default="mlp_acts")
+    co.add_argument("--methods", default="relp,atp")
+    co.add_argument("--n-top", type=int, default=500)
+    co.add_argument("--n-random", type=int, default=500)
+    co.add_argument("--n-pairs", type=int, default=48)
+    co.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     quiet = getattr(args, "quiet", True)
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s")
     try:
-        return _sweep(args) if args.command == "sweep" else _compare(args)
+        commands = {"sweep": _sweep, "compare": _compare, "correlate": _correlate}
+        return commands[args.command](args)
     except (ValueError, RuntimeError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,0 +1,48 @@
+"""The benchmark suite's options: cells expand as documented, bad values fail fast."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _collect(*args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "pytest", "bench", "--benchmark-only", "--co", "-q", *args]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+
+
+def test_quick_cells():
+    proc = _collect("--quick")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    cells = [line for line in proc.stdout.splitlines() if "test_cell[" in line]
+    assert len(cells) == 4
+    assert any("sva_simple-neurons@mlp_acts-relp" in c for c in cells)
+
+
+def test_default_cells_cover_every_task_basis_and_method():
+    proc = _collect()
+    cells = [line for line in proc.stdout.splitlines() if "test_cell[" in line]
+    assert len(cells) == 8 * 3 * 3
+    assert any("ioi-sae@mlp_out:local-atp" in c for c in cells)
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (("--tasks", "sva_simpel"), "unknown task(s) sva_simpel; valid: addition"),
+        (("--methods", "relp,gradient"), "unknown method(s) gradient; valid: atp, ig, relp"),
+        (("--bases", "neurons@mlp"), "bad basis spec 'neurons@mlp'"),
+        (("--bases", "sae@mlp_out"), "needs a dictionary"),
+        (("--ablation", "resample"), "unknown ablation resample; valid: mean, zero, patch"),
+        (("--update-reference",), "--update-reference needs --reference"),
+    ],
+)
+def test_bad_options_fail_fast_with_valid_choices(args, message):
+    proc = _collect(*args)
+    assert proc.returncode != 0
+    assert message in proc.stdout + proc.stderr

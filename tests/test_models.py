@@ -151,3 +151,18 @@ def test_smollm2_continues_paris():
     start = time.perf_counter()
     load_model("smollm2-135m")  # cached: safetensors, hashes checked
     assert time.perf_counter() - start <= 10
+
+
+@pytest.mark.slow
+def test_gemma3_270m_loads_offline_with_its_post_mlp_norm():
+    from bench import intervene
+
+    h = load_model("gemma-3-270m")
+    assert h.arch == "gemma" and h.sites.n_layers == 18 and h.sites.width("mlp_acts") == 2048
+    ids = h.tokenizer("The capital of France is", return_tensors="pt").input_ids
+    keys = [("mlp_acts", 5), ("mlp_out", 5)]
+    with intervene(h.sites, capture=keys) as acts, torch.no_grad():
+        logits = h.model(ids).logits
+    assert torch.isfinite(logits).all()
+    rebuilt = h.sites.mlp_output_path(5)(acts[("mlp_acts", 5)])
+    torch.testing.assert_close(rebuilt, acts[("mlp_out", 5)], atol=1e-5, rtol=1e-5)

@@ -1,0 +1,173 @@
+"""Command line for dictionaries: ``python -m baselines train|quality ...``.
+
+Examples::
+
+    # local TopK SAEs for every layer (defaults: width 2048, k 32, 131k tokens); for
+    # smollm2-135m on 2 CPU cores ~12-14 min of training and 3-8 min of quality evaluation;
+    # cached; prints the per-layer quality table (L0, FVU, CE-loss recovered, dead fraction)
+    python -m baselines train --model smollm2-135m --site mlp_out
+
+    # measure (and store beside it) the quality of a saved or registry dictionary
+    python -m baselines quality --model smollm2-135m --basis sae --site mlp_out \\
+        --dictionary path:/some/dir
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+
+def _layers(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    out: list[int] = []
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        out += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
+    return sorted(set(out))
+
+
+def quality_table(quality: dict) -> str:
+    """A plain-text per-layer table of a quality dict, with the means last."""
+    per = quality["per_layer"]
+    rows = [f"{'layer':>5} {'L0':>7} {'FVU':>7} {'CE rec.':>8} {'dead':>7}"]
+    fmt = "{:>5} {:>7.1f} {:>7.3f} {:>8.3f} {:>7.3f}"
+
+    def num(v):
+        return float("nan") if v is None else v
+
+    for i, layer in enumerate(quality["layers"]):
+        rows.append(
+            fmt.format(
+                layer,
+                num(per["l0"][i]),
+                num(per["fvu"][i]),
+                num(per["ce_loss_recovered"][i]),
+                num(per["dead_fraction"][i]),
+            )
+        )
+    rows.append(
+        fmt.format(
+            "mean",
+            num(quality["l0"]),
+            num(quality["fvu"]),
+            num(quality["ce_loss_recovered"]),
+            num(quality["dead_fraction"]),
+        )
+    )
+    return "\n".join(rows)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from baselines import training
+    from bench import load_model
+
+    handle = load_model(args.model, device=args.device)
+    changes = {
+        "width": args.width,
+        "k": args.k,
+        "n_tokens": args.tokens,
+        "ctx": args.ctx,
+        "batch_tokens": args.batch,
+        "lr": args.lr,
+    }
+    cfg = replace(training.DEFAULT_CONFIG, **{k: v for k, v in changes.items() if v is not None})
+    start = time.perf_counter()
+    entry = training.train_local(
+        handle, args.site, _layers(args.layers), cfg, progress=not args.quiet
+    )
+    quality = json.loads((entry / "quality.json").read_text())
+    training = quality.get("training", {})
+    print(quality_table(quality))
+    print(
+        f"{len(quality['layers'])} SAEs (width {cfg.width}, k {cfg.k}) at {args.site}: training "
+        f"{training.get('seconds', 0):.0f} s on {training.get('tokens', 0)} tokens, quality "
+        f"{training.get('quality_seconds', 0):.0f} s; this call {time.perf_counter() - start:.0f}"
+        f" s -> {entry}"
+    )
+    return 0
+
+
+def _quality(args: argparse.Namespace) -> int:
+    from baselines.dictionaries import make_dictionary_basis, parse_dictionary
+    from baselines.quality import measure_quality
+    from baselines.releases import quality_path
+    from baselines.training import default_corpus
+    from bench import load_model
+
+    handle = load_model(args.model, device=args.device)
+    basis = make_dictionary_basis(handle.sites, args.basis, args.site, args.dictionary)
+    spec = parse_dictionary(args.dictionary)
+    _, held_out = default_corpus().windows(handle.tokenizer, args.ctx)
+    saes = dict(enumerate(basis.saes))
+    quality = measure_quality(
+        handle,
+        basis.site,
+        basis.read_site,
+        saes,
+        held_out,
+        args.eval_tokens,
+        args.ce_tokens,
+        args.skip_first,
+        progress=not args.quiet,
+    )
+    if spec.kind == "path":
+        target = Path(spec.target).expanduser() / "quality.json"
+    elif spec.kind == "release":
+        target = quality_path(spec.target, spec.selector, args.basis, args.site)
+    else:
+        target = None  # local entries store their quality when trained
+    if target is not None:
+        target.write_text(json.dumps(quality, indent=2) + "\n")
+    print(quality_table(quality))
+    print(f"-> {target}" if target else "")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m baselines", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    tr = sub.add_parser("train", help="train local TopK SAEs for a model and site (cached)")
+    tr.add_argument("--model", default="smollm2-135m")
+    tr.add_argument("--site", default="mlp_out")
+    tr.add_argument("--layers", help="e.g. 0-3,7 (default: all)")
+    tr.add_argument("--width", type=int)
+    tr.add_argument("--k", type=int)
+    tr.add_argument("--tokens", type=int, help="training tokens")
+    tr.add_argument("--ctx", type=int)
+    tr.add_argument("--batch", type=int, help="SAE batch, tokens")
+    tr.add_argument("--lr", type=float)
+    qu = sub.add_parser("quality", help="measure a dictionary's quality on held-out text")
+    qu.add_argument("--model", default="smollm2-135m")
+    qu.add_argument("--basis", default="sae", choices=("sae", "transcoder"))
+    qu.add_argument("--site", default="mlp_out")
+    qu.add_argument("--dictionary", required=True)
+    qu.add_argument("--ctx", type=int, default=65)
+    qu.add_argument("--skip-first", type=int, default=1, help="leading positions left out")
+    qu.add_argument("--eval-tokens", type=int, default=4096)
+    qu.add_argument("--ce-tokens", type=int, default=1024)
+    for p in (tr, qu):
+        p.add_argument("--device", default="cpu")
+        p.add_argument("--threads", type=int, help="torch CPU threads")
+        p.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    try:
+        return _train(args) if args.command == "train" else _quality(args)
+    except (ValueError, RuntimeError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""Dictionary quality on held-out text: L0, FVU, CE-loss recovered and dead-latent fraction.
+
+:func:`measure_quality` (``saes`` maps layer -> sae-lens SAE or transcoder):
+
+1. held-out windows measure reconstruction (``eval_tokens`` tokens) and the loss
+   (``ce_tokens``); their first ``skip_first`` positions (where models without a BOS token write
+   huge attention-sink activations; see ``TrainConfig``) are left out of every metric and never
+   spliced or ablated;
+2. reconstruction: float32 forwards capturing the read and write site on every layer; per layer
+   ``u = encode(read)``, ``x_hat = decode(u)`` (sae-lens's own), and
+   - L0 = mean number of non-zero latents per token,
+   - FVU = sum ||x - x_hat||^2 / sum ||x - mean(x)||^2 (fraction of variance unexplained),
+   - dead fraction = latents that are zero on every evaluated token;
+3. loss: next-token cross-entropy of the model (CE_clean), and per layer with that one layer's site
+   replaced by ``x_hat`` (CE_spliced) or by zeros (CE_zero);
+   CE recovered = (CE_zero - CE_spliced) / (CE_zero - CE_clean);
+4. a JSON-ready dict: means under the keys reports read (``l0``, ``fvu``, ``ce_loss_recovered``,
+   ``dead_fraction``, ``width``) and per-layer lists under ``per_layer``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from bench.interventions import intervene
+
+log = logging.getLogger(__name__)
+
+
+def _encode(sae, x: torch.Tensor) -> torch.Tensor:  # [..., d_in] -> [..., d_sae]
+    return sae.encode(x.to(sae.dtype))
+
+
+def _ce(model, ids: torch.Tensor) -> torch.Tensor:
+    """Summed next-token cross-entropy of a batch of windows.  # scalar"""
+    logits = model(input_ids=ids).logits[:, :-1].float()  # [b, ctx-1, vocab]
+    return F.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten(), reduction="sum")
+
+
+@torch.no_grad()
+def reconstruction(
+    handle, site, read_site, saes, windows, skip_first: int = 0, batch: int = 16
+) -> dict[str, list]:
+    """Step 2: per-layer L0, FVU and dead fraction over positions ``skip_first:`` of
+    ``windows`` ([n, ctx])."""
+    layers = sorted(saes)
+    keys = sorted({(s, layer) for layer in layers for s in (site, read_site)})
+    stats = {
+        layer: {"err": 0.0, "sum": 0.0, "sq": 0.0, "l0": 0.0, "fired": None} for layer in layers
+    }
+    n_tokens = 0
+    for group in windows.to(handle.device).split(batch):
+        with intervene(handle.sites, capture=keys) as acts:
+            handle.model.base_model(input_ids=group)
+        n_tokens += group[:, skip_first:].numel()
+        for layer in layers:
+            sae, st = saes[layer], stats[layer]
+            x = acts[(site, layer)][:, skip_first:].flatten(0, -2).double()  # [tokens, d]
+            read = acts[(read_site, layer)][:, skip_first:]
+            u = _encode(sae, read.flatten(0, -2))  # [tokens, d_sae]
+            x_hat = sae.decode(u).double()
+            st["err"] += (x - x_hat).pow(2).sum().item()
+            st["sum"] = st["sum"] + x.sum(0)
+            st["sq"] += x.pow(2).sum().item()
+            st["l0"] += (u != 0).sum().item()
+            fired = (u != 0).any(0)
+            st["fired"] = fired if st["fired"] is None else st["fired"] | fired
+    out: dict[str, list] = {"l0": [], "fvu": [], "dead_fraction": []}
+    for layer in layers:
+        st = stats[layer]
+        total_var = st["sq"] - st["sum"].pow(2).sum().item() / n_tokens
+        out["l0"].append(st["l0"] / n_tokens)
+        out["fvu"].append(st["err"] / total_var if total_var > 0 else float("nan"))
+        out["dead_fraction"].append(1.0 - st["fired"].float().mean().item())
+    return out
+
+
+@torch.no_grad()
+def ce_loss(
+    handle, site, read_site, saes, windows, skip_first=0, batch: int = 8, progress: bool = True
+):
+    """Step 3: (CE_clean, per-layer CE_spliced, per-layer CE_zero), mean nats per token; the
+    first ``skip_first`` positions keep their clean values."""
+    layers = sorted(saes)
+    groups = list(windows.to(handle.device).split(batch))
+    n_pred = sum(g[:, 1:].numel() for g in groups)
+    clean = sum(_ce(handle.model, g).item() for g in groups) / n_pred
+    spliced: list[float] = []
+    zeroed: list[float] = []
+    for layer in tqdm(layers, desc="CE loss per layer", disable=not progress, leave=False):
+        sae, key, read_key = saes[layer], (site, layer), (read_site, layer)
+        capture = [read_key] if read_key != key else []
+        holder: dict[str, Any] = {}
+
+        def splice(x: torch.Tensor, sae=sae, read_key=read_key, holder=holder) -> torch.Tensor:
+            src = holder["acts"].get(read_key, x)
+            new = x.clone()
+            new[:, skip_first:] = sae.decode(_encode(sae, src[:, skip_first:])).to(x.dtype)
+            return new
+
+        def zero(x: torch.Tensor) -> torch.Tensor:
+            new = x.clone()
+            new[:, skip_first:] = 0
+            return new
+
+        for replacement, sink in ((splice, spliced), (zero, zeroed)):
+            total = 0.0
+            for g in groups:
+                with intervene(handle.sites, capture=capture, replace={key: replacement}) as acts:
+                    holder["acts"] = acts
+                    total += _ce(handle.model, g).item()
+            sink.append(total / n_pred)
+    return clean, spliced, zeroed
+
+
+def _mean(values: list[float]) -> float:
+    good = [v for v in values if v == v]
+    return sum(good) / len(good) if good else float("nan")
+
+
+def measure_quality(
+    handle,
+    site: str,
+    read_site: str,
+    saes: dict[int, Any],  # layer -> sae-lens SAE (or transcoder)
+    windows: torch.Tensor,  # [n, ctx] held-out token windows
+    eval_tokens: int = 4096,
+    ce_tokens: int = 1024,
+    skip_first: int = 1,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Steps 1-4 of the module docstring."""
+    ctx = windows.shape[1]
+    per_window = ctx - skip_first  # tokens measured per window
+    rec_windows = windows[: max(1, eval_tokens // per_window)]
+    ce_windows = windows[: max(1, ce_tokens // per_window)]
+    per_layer = reconstruction(handle, site, read_site, saes, rec_windows, skip_first)
+    clean, spliced, zero = ce_loss(
+        handle, site, read_site, saes, ce_windows, skip_first, progress=progress
+    )
+    per_layer["ce_spliced"], per_layer["ce_zero_ablation"] = spliced, zero
+    per_layer["ce_loss_recovered"] = [
+        (z - s) / (z - clean) if z != clean else float("nan")
+        for s, z in zip(spliced, zero, strict=True)
+    ]
+    first = saes[min(saes)]
+    return _no_nan(
+        {
+            "l0": _mean(per_layer["l0"]),
+            "fvu": _mean(per_layer["fvu"]),
+            "ce_loss_recovered": _mean(per_layer["ce_loss_recovered"]),
+            "dead_fraction": _mean(per_layer["dead_fraction"]),
+            "width": int(first.cfg.d_sae),
+            "architecture": first.cfg.architecture(),
+            "layers": sorted(saes),
+            "ce_clean": clean,
+            "eval_tokens": int(rec_windows[:, skip_first:].numel()),
+            "ce_tokens": int(ce_windows[:, 1:].numel()),  # next-token predictions
+            "skip_first": skip_first,
+            "per_layer": per_layer,
+        }
+    )
+
+
+def _no_nan(value: Any) -> Any:
+    """NaN (an undefined ratio) as None, so the dict is strict JSON."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: _no_nan(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_no_nan(v) for v in value]
+    return value

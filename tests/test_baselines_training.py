@@ -1,0 +1,186 @@
+"""Local SAE training on tiny random models: corpus, end to end, resume, on-demand use, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from _tiny_data import corpus as tiny_text
+from _tiny_data import dataset, tiny_handle
+
+from baselines import training
+from baselines.corpus import Corpus, clean_wikitext, parse_dump
+from baselines.dictionaries import make_dictionary_basis
+from bench import load_model, run_sweep
+
+TINY = training.TrainConfig(
+    width=64, k=4, n_tokens=4096, ctx=9, batch_tokens=128, windows_per_forward=8,
+    forwards_per_chunk=2, n_checkpoints=2, forward_dtype="float32", autocast=False,
+    eval_tokens=256, ce_tokens=128, dead_tokens=1024,
+)  # fmt: skip
+STEPS_AT_SECOND_CHECKPOINT = 22  # thresholds at 1366 and 2732 samples: after steps 11 and 22
+
+
+def tiny_corpus() -> Corpus:
+    return Corpus("tiny", tuple(tiny_text() * 5))
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPARSEBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(training, "DEFAULT_CONFIG", TINY)
+    monkeypatch.setattr(training, "default_corpus", tiny_corpus)
+    return tmp_path / "cache"
+
+
+def _weights(entry):
+    from safetensors.torch import load_file
+
+    return {p.parent.name: load_file(p) for p in sorted(entry.glob("*/sae_weights.safetensors"))}
+
+
+# -- corpus ---------------------------------------------------------------------------------------
+
+WIKITEXT = """{{Infobox person|name=A {{nested|x}} b}}
+'''Ada Lovelace''' was an [[England|English]] mathematician and [[writer]], chiefly known for her
+work on the [[Analytical Engine]].<ref name="x">A citation</ref> She was the first to see it.
+[[File:Ada.jpg|thumb|A [[portrait]] of her]]
+== Early life ==
+* a list item that should go away because lists are not prose here at all
+{| class="wikitable"
+| a table cell with enough words to count as a paragraph if kept
+|}
+Her father was <!-- hidden --> the poet [http://example.org Lord Byron], and she had no other kids.
+[[Category:Mathematicians]]
+"""
+
+
+def test_wikitext_is_cleaned_to_prose_paragraphs():
+    assert clean_wikitext(WIKITEXT) == [
+        "Ada Lovelace was an English mathematician and writer, chiefly known for her",
+        "work on the Analytical Engine. She was the first to see it.",
+        "Her father was the poet Lord Byron, and she had no other kids.",
+    ]
+    page = "<page><title>T</title><ns>0</ns><revision><text>{}</text></revision></page>"
+    redirect = "<page><ns>0</ns><redirect title='x'/><text>{}</text></page>"
+    talk = "<page><ns>1</ns><text>{}</text></page>"
+    xml = "".join(p.format(WIKITEXT.replace("<", "&lt;")) for p in (page, redirect, talk))
+    assert len(parse_dump(xml)) == 3  # only the article page counts
+
+
+def test_windows_start_at_paragraphs_and_hold_out_every_twentieth():
+    h = tiny_handle("llama")
+    corpus = tiny_corpus()
+    train, held = corpus.windows(h.tokenizer, 8)
+    assert train.shape[1] == held.shape[1] == 8
+    assert len(held) == (len(train) + len(held)) // 20
+    first = h.tokenizer(corpus.paragraphs[0], add_special_tokens=False).input_ids[:8]
+    assert train[0].tolist() == first
+    assert corpus.sha256 != Corpus("tiny", corpus.paragraphs[1:]).sha256
+
+
+# -- training -------------------------------------------------------------------------------------
+
+
+def test_training_runs_end_to_end_and_resumes_after_an_interruption(tmp_path, monkeypatch):
+    h = tiny_handle("llama")
+    monkeypatch.setenv("SPARSEBENCH_CACHE", str(tmp_path / "a"))
+    whole = training.train_local(h, "mlp_out", None, TINY, tiny_corpus())
+    quality = json.loads((whole / "quality.json").read_text())
+    assert quality["layers"] == [0, 1] and quality["width"] == 64
+    assert quality["l0"] == pytest.approx(4.0)  # TopK: exactly k latents per token
+    for key in ("fvu", "ce_loss_recovered", "dead_fraction"):
+        assert len(quality["per_layer"][key]) == 2
+    assert quality["training"]["tokens"] == 4096 and quality["training"]["resumed_from"] is None
+
+    monkeypatch.setenv("SPARSEBENCH_CACHE", str(tmp_path / "b"))
+    stop_at = TINY.n_norm_batches + STEPS_AT_SECOND_CHECKPOINT + 3
+
+    def crash(batch: int) -> None:
+        if batch == stop_at:
+            raise KeyboardInterrupt("simulated interruption")
+
+    with pytest.raises(KeyboardInterrupt):
+        training.train_local(h, "mlp_out", None, TINY, tiny_corpus(), on_batch=crash)
+    entry, partial = training.entry_dirs(h.model, "mlp_out", [0, 1], TINY, tiny_corpus())
+    assert entry.name == whole.name  # same key in the other cache
+    assert not entry.exists() and not training.is_finished(entry)  # nothing half-finished shows
+    checkpoints = sorted((partial / "checkpoints").iterdir())
+    assert [c.name for c in checkpoints] == [str(STEPS_AT_SECOND_CHECKPOINT * 128)]
+    assert (checkpoints[0] / training.DONE).exists()
+    assert not (partial / "final").exists()
+
+    resumed = training.train_local(h, "mlp_out", None, TINY, tiny_corpus())
+    assert resumed == entry and training.is_finished(entry) and not partial.exists()
+    info = json.loads((entry / "quality.json").read_text())["training"]
+    assert info["resumed_from"] == STEPS_AT_SECOND_CHECKPOINT * 128
+    a, b = _weights(whole), _weights(entry)
+    assert a.keys() == b.keys() == {"blocks.0.hook_mlp_out", "blocks.1.hook_mlp_out"}
+    for hook in a:
+        for name in a[hook]:
+            torch.testing.assert_close(a[hook][name], b[hook][name], atol=1e-5, rtol=1e-4)
+
+
+def test_local_dictionary_trains_on_first_use_and_is_reused(tmp_path, cache, monkeypatch):
+    h = tiny_handle("llama")
+    with pytest.raises(RuntimeError, match="python -m baselines train"):
+        make_dictionary_basis(h.sites, "sae", "mlp_out", "local")  # no tokenizer to train with
+    h.model.save_pretrained(tmp_path / "model")
+    h.tokenizer.save_pretrained(tmp_path / "model")
+    saved = load_model(tmp_path / "model")
+    res = run_sweep(saved, dataset(), basis="sae", site="mlp_out", dictionary="local",
+                    method="atp", n_bootstrap=50, timing_references=False)  # fmt: skip
+    assert abs(res.faithfulness[-1] - 1) <= 1e-5 and abs(res.completeness[-1]) <= 1e-5
+    quality = res.dictionary_quality
+    assert quality["l0"] == pytest.approx(4.0) and quality["width"] == 64
+    assert set(quality["per_layer"]) >= {"l0", "fvu", "ce_loss_recovered", "dead_fraction"}
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr(training, "train_local", no_training)
+    again = make_dictionary_basis(saved.sites, "sae", "mlp_out", "local")
+    assert again.quality() == quality and again.describe()["source"].startswith("local:")
+    with pytest.raises(ValueError, match="local dictionaries are SAEs"):
+        make_dictionary_basis(saved.sites, "transcoder", "mlp_out", "local")
+
+
+def test_cli_trains_and_prints_the_quality_table(cache, capsys):
+    from baselines.__main__ import main
+
+    assert main(["train", "--model", "tiny-llama", "--layers", "1", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "layer" in out and "CE rec." in out and "mean" in out
+    assert "1 SAEs (width 64, k 4) at mlp_out" in out
+    assert main(["train", "--model", "tiny-llama", "--site", "mlp", "--quiet"]) == 2
+    assert "unknown site 'mlp'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_wikipedia_corpus_installs_from_pypi_and_is_pinned():
+    from baselines.corpus import wikipedia_corpus
+
+    corpus = wikipedia_corpus()  # pip download gensim==4.4.0 on first use, sha256 verified
+    assert len(corpus.paragraphs) > 4000
+    assert sum(len(p) for p in corpus.paragraphs) > 2_000_000
+    assert any("anarchism" in p.lower() for p in corpus.paragraphs[:200])
+
+
+def test_cli_measures_and_stores_the_quality_of_a_path_dictionary(cache, tmp_path, capsys):
+    from test_baselines import write_dictionary
+
+    from baselines.__main__ import main
+    from bench.models import load_model as load
+
+    h = load("tiny-llama")
+    write_dictionary(tmp_path / "tc", h, basis="transcoder")
+    args = ["quality", "--model", "tiny-llama", "--basis", "transcoder", "--site", "mlp_out"]
+    args += ["--dictionary", f"path:{tmp_path / 'tc'}", "--ctx", "9", "--quiet"]
+    assert main([*args, "--eval-tokens", "64", "--ce-tokens", "32"]) == 0
+    assert "mean" in capsys.readouterr().out
+    stored = json.loads((tmp_path / "tc" / "quality.json").read_text())
+    assert stored["layers"] == [0, 1] and stored["eval_tokens"] == 64
+    assert all(0 <= d <= 1 for d in stored["per_layer"]["dead_fraction"])
+    basis = make_dictionary_basis(h.sites, "transcoder", "mlp_out", f"path:{tmp_path / 'tc'}")
+    assert basis.quality() == stored

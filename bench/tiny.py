@@ -13,7 +13,6 @@ from collections.abc import Iterable
 import torch
 from transformers import (
     AutoModelForCausalLM,
-    GemmaTokenizerFast,  # noqa: F401  (keeps the fast tokenizer registry importable)
     GPT2Config,
     GPTNeoXConfig,
     LlamaConfig,

@@ -10,9 +10,10 @@ Methods (DESIGN.md, "Attribution"), each computed batch by batch over the train 
 - ``exact`` each node patched alone to its counterfactual value: m(x) − m(x | node ← u(x′));
 - ``random`` a seeded random score (the floor of every plot).
 
-Steps of :func:`attribute`: (1) check inputs; (2) per batch, one gradient forward on the clean
-prompts with units as graph leaves and one plain forward on the counterfactual prompts;
-(3) accumulate the per-node products; (4) divide by the number of pairs. No parameter gradient
+Steps of :func:`attribute` / :func:`attribute_many`: (1) check inputs; (2) per batch, one
+gradient forward on the clean prompts capturing every site the bases use, and one plain forward
+on the counterfactual prompts; (3) per basis, encode both, pull the site gradient back to the
+units and accumulate the per-node products; (4) divide by the number of pairs. No parameter gradient
 is ever computed (the model's parameters have requires_grad=False).
 """
 
@@ -28,7 +29,7 @@ from tqdm.auto import tqdm
 from bench.bases import Basis
 from bench.interventions import intervene
 from bench.models import ModelHandle
-from bench.patching import LayerUnits, check_finite, metric, unit_leaves, unit_values
+from bench.patching import LayerUnits, check_finite, metric, unit_values
 from bench.relp import relp_replacement
 
 log = logging.getLogger(__name__)
@@ -69,26 +70,59 @@ def _values(handle: ModelHandle, basis: Basis, ids: torch.Tensor) -> dict[int, L
     return dict(vals)
 
 
-def _gradient_products(handle, basis, batch, relp: bool, acc_u, acc_e) -> None:
-    """(u(x) − u(x′)) · ∂m/∂u, summed over the batch, added into the accumulators."""
+def _site_values(handle, keys, ids) -> dict:
+    with torch.no_grad(), intervene(handle.sites, capture=keys) as acts:
+        handle.model(input_ids=ids, logits_to_keep=1)
+    return dict(acts)
+
+
+def _pullback(basis: Basis, layer: int, g: torch.Tensor, n_units: int) -> torch.Tensor:
+    """∂m/∂u from the site gradient g: the (linear) decoder's transpose applied to g."""
+    if basis.identity:
+        return g
+    z = torch.zeros((*g.shape[:-1], n_units), dtype=g.dtype, device=g.device, requires_grad=True)
+    with torch.enable_grad():
+        (gu,) = torch.autograd.grad(basis.decode_delta(layer, z), z, g)
+    return gu
+
+
+def _gradient_products(handle, bases: list[Basis], batch, relp: bool, accs) -> None:
+    """(u(x) − u(x′)) · ∂m/∂u for every basis at once, summed over the batch, into ``accs``.
+
+    One gradient forward captures every site a basis writes (and reads): ∂m/∂x at a site is
+    shared by all bases there, and a dictionary's latents get it pulled back through their
+    linear decoder, its error node gets it unchanged (the error enters the site additively).
+    So neurons@mlp_out and sae@mlp_out cost one backward pass, not two.
+    """
+    n_layers = handle.sites.n_layers
+    write = list(dict.fromkeys(b.site for b in bases))
+    read = [s for s in dict.fromkeys(getattr(b, "read_site", b.site) for b in bases)]
+    read = [s for s in read if s not in write]
+    grad_keys = [(s, layer) for s in write for layer in range(n_layers)]
+    keys = grad_keys + [(s, layer) for s in read for layer in range(n_layers)]
     ctx = relp_replacement(handle.sites) if relp else contextlib.nullcontext()
-    with ctx, unit_leaves(handle, basis) as leaves:
+    with ctx, intervene(handle.sites, capture=keys, grad=True) as acts:
         m = metric(handle, batch["clean_ids"], batch["clean_answer_id"], batch["cf_answer_id"])
-    cf = _values(handle, basis, batch["cf_ids"])
-    layers = sorted(leaves)
-    inputs = [leaves[layer].units for layer in layers]
-    if basis.has_error:
-        inputs += [leaves[layer].error for layer in layers]
-    grads = torch.autograd.grad(m.sum(), inputs, allow_unused=True)
-    for i, layer in enumerate(layers):
-        g = grads[i]
-        if g is not None:
-            acc_u[layer] += ((leaves[layer].units.detach() - cf[layer].units) * g).sum(0)
-        if basis.has_error:
-            ge = grads[len(layers) + i]
-            if ge is not None:
-                diff = leaves[layer].error.detach() - cf[layer].error
-                acc_e[layer] += (diff * ge).sum(-1).sum(0)
+    clean = {k: v.detach() for k, v in acts.items()}
+    cf = _site_values(handle, keys, batch["cf_ids"])
+    grads = torch.autograd.grad(m.sum(), [acts[k] for k in grad_keys], allow_unused=True)
+    grad = dict(zip(grad_keys, grads, strict=True))
+    with torch.no_grad():
+        for basis, (acc_u, acc_e) in zip(bases, accs, strict=True):
+            read_site = getattr(basis, "read_site", basis.site)
+            for layer in range(n_layers):
+                g = grad[(basis.site, layer)]
+                if g is None:
+                    continue
+                x, x_cf = clean[(basis.site, layer)], cf[(basis.site, layer)]
+                check_finite(x, f"{basis.site} layer {layer}")
+                u = basis.encode(layer, clean[(read_site, layer)])
+                u_cf = basis.encode(layer, cf[(read_site, layer)])
+                gu = _pullback(basis, layer, g, u.shape[-1])
+                acc_u[layer] += ((u - u_cf).float() * gu.float()).sum(0)
+                if basis.has_error:
+                    diff = (x - basis.decode(layer, u)) - (x_cf - basis.decode(layer, u_cf))
+                    acc_e[layer] += (diff.float() * g.float()).sum(-1).sum(0)
 
 
 def _ig(handle, basis, batch, steps: int, acc_u, acc_e) -> None:
@@ -193,12 +227,52 @@ def attribute(
     progress: bool = False,
 ) -> Scores:
     """Scores for every node of ``basis``, averaged over the pairs in ``train``."""
+    return attribute_many(handle, [basis], train, method, batch_size, ig_steps, seed, progress)[0]
+
+
+def attribute_many(
+    handle: ModelHandle,
+    bases: list[Basis],
+    train: dict[str, torch.Tensor],
+    method: str,
+    batch_size: int = 32,
+    ig_steps: int = 10,
+    seed: int = 0,
+    progress: bool = False,
+) -> list[Scores]:
+    """Scores for several bases on one split; ``atp``/``relp`` share one backward per batch."""
     check_method(method)
     n = train["clean_ids"].shape[0]
     if n == 0:
         raise ValueError(
             "cannot attribute on an empty train split; build the task with n_train > 0"
         )
+    n_layers, seq = handle.sites.n_layers, train["clean_ids"].shape[1]
+    if method in ("random", "exact", "ig"):
+        return [
+            _attribute_one(handle, b, train, method, batch_size, ig_steps, seed, progress)
+            for b in bases
+        ]
+    accs = [
+        (
+            torch.zeros((n_layers, seq, b.n_units()), dtype=torch.float32, device=handle.device),
+            torch.zeros((n_layers, seq), dtype=torch.float32, device=handle.device),
+        )
+        for b in bases
+    ]
+    batches = list(_batches(train, batch_size))
+    what = f"attribution ({method}, {len(bases)} bases)" if len(bases) > 1 else method
+    for batch in tqdm(batches, desc=what, disable=not progress):
+        _gradient_products(handle, bases, batch, method == "relp", accs)
+    out = []
+    for b, (acc_u, acc_e) in zip(bases, accs, strict=True):
+        check_finite(acc_u, f"{method} scores")
+        out.append(Scores(acc_u / n, acc_e / n if b.has_error else None, method))
+    return out
+
+
+def _attribute_one(handle, basis, train, method, batch_size, ig_steps, seed, progress) -> Scores:
+    n = train["clean_ids"].shape[0]
     n_layers, seq = handle.sites.n_layers, train["clean_ids"].shape[1]
     shape = (n_layers, seq, basis.n_units())
     if method == "random":
@@ -212,14 +286,9 @@ def attribute(
         full = flat.view(n_layers, seq, shape[2] + basis.has_error)
         err = full[..., -1].contiguous() if basis.has_error else None
         return Scores(full[..., : shape[2]].contiguous(), err, method)
-
     acc_u = torch.zeros(shape, dtype=torch.float32, device=handle.device)
     acc_e = torch.zeros((n_layers, seq), dtype=torch.float32, device=handle.device)
-    batches = list(_batches(train, batch_size))
-    for batch in tqdm(batches, desc=f"attribution ({method})", disable=not progress):
-        if method == "ig":
-            _ig(handle, basis, batch, ig_steps, acc_u, acc_e)
-        else:
-            _gradient_products(handle, basis, batch, method == "relp", acc_u, acc_e)
+    for batch in tqdm(list(_batches(train, batch_size)), desc="ig", disable=not progress):
+        _ig(handle, basis, batch, ig_steps, acc_u, acc_e)
     check_finite(acc_u, f"{method} scores")
     return Scores(acc_u / n, acc_e / n if basis.has_error else None, method)

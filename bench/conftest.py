@@ -9,6 +9,8 @@ case; see ``bench/test_suite.py``. Options:
                        neurons@mlp_acts,neurons@mlp_out,sae@mlp_out:local)
 ``--methods``          comma-separated attribution methods (default: relp,atp,random)
 ``--ablation``         mean | zero | patch (default: mean)
+``--dtype``            model dtype: auto (bfloat16 on CUDA and on CPUs with native bf16,
+                       else float32), float32, bfloat16 (default: auto)
 ``--n-train/--n-test`` split sizes (defaults below; ``--quick`` uses smaller ones)
 ``--quick``            the CI subset: sva_simple × {neurons@mlp_acts, neurons@mlp_out} ×
                        {relp, random}, small splits
@@ -18,8 +20,10 @@ case; see ``bench/test_suite.py``. Options:
 ``--results-dir DIR``  also write each cell's SweepResult JSON there (default .benchmarks/results)
 
 Model loading, dataset building and SAE training happen outside the timed body; attributions
-and SAEs are cached on disk between runs. Benchmark JSON is autosaved under .benchmarks/ so
-runs accumulate and ``pytest-benchmark compare`` works on them.
+and SAEs are cached on disk between runs. ``atp``/``relp`` attribute every basis of a task in
+one set of backward passes (the first such cell of a task, timed, pays for all and records
+it; the others read the result from the cache, ``attribution_cached``). Benchmark JSON is
+autosaved under .benchmarks/ so runs accumulate and ``pytest-benchmark compare`` works on them.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import pytest
 DEFAULT_BASES = "neurons@mlp_acts,neurons@mlp_out,sae@mlp_out:local"
 DEFAULT_METHODS = "relp,atp,random"
 DEFAULT_N = (300, 40)
+DTYPES = ("auto", "float32", "bfloat16")
 QUICK = {"tasks": "sva_simple", "bases": "neurons@mlp_acts,neurons@mlp_out",
          "methods": "relp,random", "n": (64, 24)}  # fmt: skip
 
@@ -43,6 +48,7 @@ def pytest_addoption(parser):
     g.addoption("--bases", default=None)
     g.addoption("--methods", default=None)
     g.addoption("--ablation", default="mean")
+    g.addoption("--dtype", default="auto")
     g.addoption("--n-train", type=int, default=None)
     g.addoption("--n-test", type=int, default=None)
     g.addoption("--quick", action="store_true")
@@ -99,6 +105,8 @@ def parse_cells(config) -> list[CellSpec]:
         _fail("method(s)", bad, METHODS)
     if opt("--ablation") not in ABLATIONS:
         _fail("ablation", [opt("--ablation")], ABLATIONS)
+    if opt("--dtype") not in DTYPES:
+        _fail("dtype", [opt("--dtype")], DTYPES)
     parsed = []
     for spec in bases:
         basis, _, rest = spec.partition("@")
@@ -122,6 +130,7 @@ def parse_cells(config) -> list[CellSpec]:
 
 
 def pytest_configure(config):
+    _SUITE.dtype = config.getoption("--dtype", default="auto")
     # Keep history: every run of the suite is saved for `pytest-benchmark compare`.
     if not config.getoption("benchmark_json", default=None):
         config.option.benchmark_autosave = True
@@ -130,6 +139,7 @@ def pytest_configure(config):
 def pytest_generate_tests(metafunc):
     if "cell" in metafunc.fixturenames:
         cells = parse_cells(metafunc.config)
+        _SUITE.cells = cells
         metafunc.parametrize("cell", cells, ids=[c.id for c in cells])
 
 
@@ -137,8 +147,12 @@ def pytest_generate_tests(metafunc):
 class Suite:
     """Session state: loaded models and datasets, and every reference check made."""
 
+    cells: list = field(default_factory=list)
+    dtype: str = "auto"
     handles: dict = field(default_factory=dict)
     datasets: dict = field(default_factory=dict)
+    bases: dict = field(default_factory=dict)
+    references: dict = field(default_factory=dict)
     checks: list = field(default_factory=list)
     updated: list = field(default_factory=list)
 
@@ -146,8 +160,27 @@ class Suite:
         if model not in self.handles:
             from bench import load_model
 
-            self.handles[model] = load_model(model)
+            self.handles[model] = load_model(model, dtype=self.dtype)
         return self.handles[model]
+
+    def basis(self, cell: CellSpec):
+        """Each basis is built once per run (a local SAE trains here on first use)."""
+        key = (cell.model, cell.basis, cell.site, cell.dictionary)
+        if key not in self.bases:
+            from bench.bases import make_basis
+
+            sites = self.handle(cell.model).sites
+            self.bases[key] = make_basis(sites, cell.basis, cell.site, cell.dictionary)
+        return self.bases[key]
+
+    def sharing(self, cell: CellSpec) -> list[CellSpec]:
+        """The run's other cells that one joint attribution pass can serve with ``cell``."""
+        same = ("model", "task", "method", "ablation", "n_train", "n_test")
+        return [
+            c
+            for c in self.cells
+            if c != cell and all(getattr(c, f) == getattr(cell, f) for f in same)
+        ]
 
     def dataset(self, cell: CellSpec):
         key = (cell.model, cell.task, cell.n_train, cell.n_test)

@@ -105,6 +105,9 @@ class ModelHandle:
     source: str  # where it came from: registry entry, path or hub id
     sites: SiteTable
 
+    def __post_init__(self) -> None:
+        _contiguous_head_input(self.model)
+
     @property
     def arch(self) -> str:
         return self.sites.arch
@@ -116,6 +119,25 @@ class ModelHandle:
     @property
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
+
+
+def _contiguous(module, args):
+    return (args[0].contiguous(), *args[1:])
+
+
+def _contiguous_head_input(model) -> None:
+    """Give the output head a contiguous input (values unchanged; once per model).
+
+    With ``logits_to_keep=1`` transformers slices ``hidden[:, -1:, :]``, a strided view; torch
+    then multiplies it with the tied ``[vocab, d_model]`` head as a batched matmul over an
+    expanded weight, copying the weight once per sequence. On CPU that took 21% of a
+    smollm2-135m forward in fp32 and 80% in bf16; a contiguous input makes it one plain matmul.
+    """
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is None or getattr(head, "_sparsebench_contiguous", False):
+        return
+    head.register_forward_pre_hook(_contiguous)
+    head._sparsebench_contiguous = True
 
 
 # -- step 1: embedded GGUF models ---------------------------------------------------------------
@@ -231,15 +253,38 @@ def _from_hub(name: str, repo_id: str, dtype: torch.dtype):
         ) from err
 
 
-def _as_dtype(dtype: torch.dtype | str) -> torch.dtype:
+def _cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX on Linux)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
+
+
+def auto_dtype(device: str | torch.device = "cpu") -> torch.dtype:
+    """``dtype="auto"``: bfloat16 on CUDA and on CPUs with native bf16 matmuls, else float32.
+
+    On the project's 2-core AVX512-BF16 machine a smollm2-135m forward takes 1.36 ms/token in
+    bf16 against 2.57 in fp32 (one thread), and sweep results agree within their CIs."""
+    if torch.device(device).type == "cuda" or (
+        torch.device(device).type == "cpu" and _cpu_has_bf16()
+    ):
+        return torch.bfloat16
+    return torch.float32
+
+
+def _as_dtype(dtype: torch.dtype | str, device: str | torch.device = "cpu") -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         return dtype
+    if dtype == "auto":
+        return auto_dtype(device)
     try:
         value = getattr(torch, dtype)
     except AttributeError:
         value = None
     if not isinstance(value, torch.dtype):
-        raise ValueError(f"unknown dtype {dtype!r}; use e.g. float32, bfloat16, float16")
+        raise ValueError(f"unknown dtype {dtype!r}; use e.g. float32, bfloat16, float16, auto")
     return value
 
 
@@ -266,7 +311,7 @@ def load_model(
 ) -> ModelHandle:
     """Load a model by registry name, local directory, ``tiny-<arch>`` or hub id."""
     configure_threads()
-    dtype = _as_dtype(dtype)
+    dtype = _as_dtype(dtype, device)
     name = str(name_or_path)
     source = REGISTRY.get(name)
     if isinstance(source, PyPIGGUF):

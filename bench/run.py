@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from bench import scores
-from bench.attribution import Scores, attribute, check_method
+from bench.attribution import Scores, attribute_many, check_method
 from bench.bases import Basis, make_basis
 from bench.cache import atomic_path, cache_dir
 from bench.models import ModelHandle
@@ -128,11 +128,15 @@ class Measured:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def prepare(handle: ModelHandle, ds, cell: Cell) -> Prepared:
-    """Steps 1-2: validate the cell and the dataset, encode the splits."""
+def prepare(handle: ModelHandle, ds, cell: Cell, basis: Basis | None = None) -> Prepared:
+    """Steps 1-2: validate the cell and the dataset, encode the splits.
+
+    ``basis``: an already built basis for the cell's basis/site/dictionary (a suite builds each
+    once); by default it is made here (a local SAE trains on first use)."""
     check_method(cell.method)
     check_ablation(cell.ablation, cell.error_mode)
-    basis = make_basis(handle.sites, cell.basis, cell.site, cell.dictionary)
+    if basis is None:
+        basis = make_basis(handle.sites, cell.basis, cell.site, cell.dictionary)
     if len(ds.train) == 0 or len(ds.test) == 0:
         raise ValueError(
             f"dataset {ds.task!r} has {len(ds.train)} train and {len(ds.test)} test pairs; "
@@ -165,31 +169,63 @@ def attribution_key(prep: Prepared) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def _attribute_cached(prep: Prepared, progress: bool, cache: bool) -> tuple[Scores, float, bool]:
+JOINT_METHODS = ("atp", "relp")  # one backward pass serves every basis
+
+
+def _load_cached(path: Path | None, prep: Prepared):
+    if path is None or not path.exists():
+        return None
+    try:
+        saved = torch.load(path, map_location=prep.handle.device)
+        sc = Scores(saved["units"], saved["error"], prep.cell.method)
+        return sc, saved["seconds"], saved.get("joint", [prep.basis.describe()])
+    except Exception as err:  # a damaged entry is recomputed, not trusted
+        log.warning("attribution cache entry %s unreadable (%s); recomputing", path, err)
+        return None
+
+
+def _attribute_cached(
+    prep: Prepared, progress: bool, cache: bool, share: list[Prepared]
+) -> tuple[Scores, float, bool, list]:
+    """Scores for ``prep``; with ``share`` (other bases, same model, split and method), one
+    joint pass computes and caches theirs too, so their cells find them on disk."""
     c = prep.cell
     path = cache_dir("attributions") / f"{attribution_key(prep)}.pt" if cache else None
-    if path is not None and path.exists():
-        try:
-            saved = torch.load(path, map_location=prep.handle.device)
-            return Scores(saved["units"], saved["error"], c.method), saved["seconds"], True
-        except Exception as err:  # a damaged entry is recomputed, not trusted
-            log.warning("attribution cache entry %s unreadable (%s); recomputing", path, err)
+    if (hit := _load_cached(path, prep)) is not None:
+        return hit[0], hit[1], True, hit[2]
+    group = [prep]
+    if c.method in JOINT_METHODS and cache:
+        for other in share:
+            same = other.cell.method == c.method and other.handle is prep.handle
+            same = same and torch.equal(other.train["clean_ids"], prep.train["clean_ids"])
+            other_path = cache_dir("attributions") / f"{attribution_key(other)}.pt"
+            if same and other is not prep and not other_path.exists():
+                group.append(other)
     start = time.perf_counter()
-    sc = attribute(
-        prep.handle, prep.basis, prep.train, c.method, c.batch_size, c.ig_steps, c.seed, progress
-    )
+    all_scores = attribute_many(
+        prep.handle, [p.basis for p in group], prep.train, c.method, c.batch_size, c.ig_steps,
+        c.seed, progress,
+    )  # fmt: skip
     seconds = time.perf_counter() - start
-    if path is not None:
-        with atomic_path(path) as tmp:
-            torch.save({"units": sc.units, "error": sc.error, "seconds": seconds}, tmp)
-    return sc, seconds, False
+    joint = [p.basis.describe() for p in group]
+    if cache:
+        for p, sc in zip(group, all_scores, strict=True):
+            with atomic_path(cache_dir("attributions") / f"{attribution_key(p)}.pt") as tmp:
+                torch.save({"units": sc.units, "error": sc.error, "seconds": seconds,
+                            "joint": joint}, tmp)  # fmt: skip
+    return all_scores[0], seconds, False, joint
 
 
-def measure(prep: Prepared, progress: bool = False, cache: bool = False) -> Measured:
-    """Steps 3-4: attribution on the train split, the size sweep on the test split."""
+def measure(
+    prep: Prepared, progress: bool = False, cache: bool = False, share: list[Prepared] = ()
+) -> Measured:
+    """Steps 3-4: attribution on the train split, the size sweep on the test split.
+
+    ``share``: cells of other bases on the same split and method; ``atp``/``relp`` attribute
+    them in the same backward passes (cached for their own cells; needs ``cache``)."""
     c = prep.cell
     torch.manual_seed(c.seed)
-    sc, t_attr, cached = _attribute_cached(prep, progress, cache)
+    sc, t_attr, cached, joint = _attribute_cached(prep, progress, cache, list(share))
     start = time.perf_counter()
     ablate_error = prep.basis.has_error and c.error_mode == "ablate"
     flat = sc.flat(include_error=ablate_error)
@@ -203,11 +239,20 @@ def measure(prep: Prepared, progress: bool = False, cache: bool = False) -> Meas
         c.masks_per_forward, progress,
     )  # fmt: skip
     t_sweep = time.perf_counter() - start
-    return Measured(sc, sm, grid, n_nodes, t_attr, t_sweep, cached)
+    extra = {"attribution_joint_bases": joint} if len(joint) > 1 else {}
+    return Measured(sc, sm, grid, n_nodes, t_attr, t_sweep, cached, extra)
 
 
-def finish(prep: Prepared, ms: Measured, timing_references: bool = True) -> SweepResult:
-    """Steps 5-7: curves, scalars, CIs, timing references, the SweepResult."""
+def finish(
+    prep: Prepared,
+    ms: Measured,
+    timing_references: bool = True,
+    references: dict[str, float] | None = None,
+) -> SweepResult:
+    """Steps 5-7: curves, scalars, CIs, timing references, the SweepResult.
+
+    ``references``: bare-torch seconds already measured in this run on the same batches (a
+    suite measures them once per dataset); by default they are measured here."""
     c, sm, ds = prep.cell, ms.metrics, prep.ds
     sz = np.asarray(ms.sizes)
     faith = scores.curve(sm.m_faith, sm.m_full, sm.m_empty)
@@ -222,11 +267,13 @@ def finish(prep: Prepared, ms: Measured, timing_references: bool = True) -> Swee
         n_train_batches=n_batches,
         n_sweep_forwards=sm.n_forwards,
         attribution_cached=ms.attribution_cached,
+        attribution_bases=len(ms.extra.get("attribution_joint_bases", [None])),
         torch_threads=torch.get_num_threads(),
+        dtype=str(prep.handle.dtype).removeprefix("torch."),
     )
     if timing_references:
         batch = {k: v[: c.batch_size] for k, v in prep.train.items()}
-        ref = bare_torch_references(prep.handle, batch, prep.test)
+        ref = references or bare_torch_references(prep.handle, batch, prep.test)
         timings.update(ref)
         timings["attribution_ratio"] = ms.attribution_s / (n_batches * ref["lean_fwd_fwd_bwd_s"])
         timings["sweep_ratio"] = ms.sweep_s / (sm.n_forwards * ref["plain_forward_s"])

@@ -1,8 +1,10 @@
 """The benchmark suite: one pytest-benchmark case per cell (see bench/conftest.py).
 
 Per cell: (1) set-up outside the timing — model, dataset, basis (SAEs are trained or loaded
-here), token ids; (2) the timed body — attribution + sweep (``bench.run.measure``);
-(3) scores, CIs and timing ratios (``bench.run.finish``) into ``benchmark.extra_info``;
+here), token ids, and the same for the task's other bases that an ``atp``/``relp`` pass can
+serve at once; (2) the timed body — attribution + sweep (``bench.run.measure``); (3) scores,
+CIs and timing ratios (``bench.run.finish``; bare-torch references measured once per dataset
+in this run) into ``benchmark.extra_info``;
 (4) the SweepResult JSON to ``--results-dir``; (5) the reference check or update.
 """
 
@@ -12,22 +14,33 @@ import pytest
 
 from bench import reference
 from bench.conftest import results_dir
-from bench.run import Cell, finish, measure, prepare
+from bench.run import JOINT_METHODS, Cell, bare_torch_references, finish, measure, prepare
+
+
+def _spec(cell) -> Cell:
+    return Cell(cell.basis, cell.site, cell.method, cell.ablation, cell.dictionary)
 
 
 def test_cell(benchmark, cell, suite, request):
     config = request.config
     handle = suite.handle(cell.model)
     ds = suite.dataset(cell)
-    spec = Cell(cell.basis, cell.site, cell.method, cell.ablation, cell.dictionary)
     prepared = []
 
-    def setup():  # untimed: basis (SAEs load or train here), token ids
-        prepared.append(prepare(handle, ds, spec))
-        return (prepared[-1],), {"cache": True}
+    def setup():  # untimed: bases (SAEs load or train here), token ids
+        prepared.append(prepare(handle, ds, _spec(cell), suite.basis(cell)))
+        share = []
+        if cell.method in JOINT_METHODS:
+            share = [prepare(handle, ds, _spec(c), suite.basis(c)) for c in suite.sharing(cell)]
+        return (prepared[-1],), {"cache": True, "share": share}
 
     measured = benchmark.pedantic(measure, setup=setup, rounds=1, iterations=1)
-    result = finish(prepared[-1], measured)
+    prep = prepared[-1]
+    key = (cell.model, cell.task, cell.n_train, cell.n_test)
+    if key not in suite.references:  # bare torch on this dataset's batches, once per run
+        batch = {k: v[: prep.cell.batch_size] for k, v in prep.train.items()}
+        suite.references[key] = bare_torch_references(handle, batch, prep.test)
+    result = finish(prep, measured, references=suite.references[key])
     benchmark.extra_info["result"] = result.to_dict()
     benchmark.extra_info.update(
         k_at_0_8=result.k_at_0_8,

@@ -322,3 +322,30 @@ def test_gradient_at_the_error_node_equals_the_gradient_at_the_site(tmp_path, ba
         u = leaves[layer].units.detach().requires_grad_(True)
         (pulled,) = torch.autograd.grad(b.decode_delta(layer, u), u, grads_plain[layer])
         torch.testing.assert_close(grads[2 + layer], pulled, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["atp", "relp"])
+@pytest.mark.parametrize("arch", ["llama", "gemma3"])
+def test_one_shared_backward_gives_each_bases_own_scores(tmp_path, arch, method):
+    """attribute_many (one backward for all bases) = attribute per basis, error nodes included."""
+    from bench.attribution import attribute, attribute_many
+
+    h, ds = tiny_handle(arch), dataset(n_train=12)
+    write_dictionary(tmp_path / "sae", h, basis="sae", site="mlp_out")
+    write_dictionary(tmp_path / "tc", h, basis="transcoder", seed=1)
+    bases = [
+        make_basis(h.sites, "neurons", "mlp_acts"),
+        make_basis(h.sites, "neurons", "mlp_out"),
+        make_basis(h.sites, "sae", "mlp_out", f"path:{tmp_path / 'sae'}"),
+        make_basis(h.sites, "transcoder", "mlp_out", f"path:{tmp_path / 'tc'}"),
+    ]
+    train = ds.encode(h.tokenizer)["train"]
+    joint = attribute_many(h, bases, train, method, batch_size=5)
+    for basis, sc in zip(bases, joint, strict=True):
+        alone = attribute(h, basis, train, method, batch_size=5)
+        assert sc.units.abs().max() > 0
+        torch.testing.assert_close(sc.units, alone.units, atol=1e-6, rtol=1e-5)
+        if basis.has_error:
+            torch.testing.assert_close(sc.error, alone.error, atol=1e-6, rtol=1e-5)
+        else:
+            assert sc.error is None

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from bench import load_model
-from bench.models import PyPIGGUF, UnknownModelError, _manifest_ok, fetch_gguf
+from bench.models import ModelHandle, PyPIGGUF, UnknownModelError, _manifest_ok, fetch_gguf
 from bench.sites import UnsupportedArchitectureError
 from bench.tiny import TINY_ARCHS
 
@@ -166,3 +166,21 @@ def test_gemma3_270m_loads_offline_with_its_post_mlp_norm():
     assert torch.isfinite(logits).all()
     rebuilt = h.sites.mlp_output_path(5)(acts[("mlp_acts", 5)])
     torch.testing.assert_close(rebuilt, acts[("mlp_out", 5)], atol=1e-5, rtol=1e-5)
+
+
+def test_the_output_head_gets_a_contiguous_input_with_unchanged_logits():
+    """With logits_to_keep=1 the head's input is a strided slice; the handle's pre-hook makes
+    it contiguous (one plain matmul instead of a batched one over an expanded weight)."""
+    h = load_model("tiny-llama")
+    seen = []
+    head = h.model.get_output_embeddings()
+    probe = head.register_forward_hook(lambda m, args, out: seen.append(args[0]))
+    ids = torch.randint(3, 100, (4, 7))
+    with torch.no_grad():
+        last = h.model(input_ids=ids, logits_to_keep=1).logits[:, -1]
+        full = h.model(input_ids=ids).logits[:, -1]
+    probe.remove()
+    assert seen[0].is_contiguous()
+    torch.testing.assert_close(last, full, atol=1e-5, rtol=1e-5)
+    ModelHandle(h.model, h.tokenizer, h.name, h.source, h.sites)  # same model, second handle
+    assert len(head._forward_pre_hooks) == 1  # no second hook

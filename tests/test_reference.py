@@ -78,3 +78,23 @@ def test_attribution_cache_round_trip(tmp_path, monkeypatch):
     third = run_sweep(h, ds, **kw)
     assert not third.timings["attribution_cached"] and third.faithfulness == first.faithfulness
     torch.load(entry)  # and rewritten whole
+
+
+def test_a_joint_pass_serves_the_other_bases_from_the_cache(tmp_path, monkeypatch):
+    """measure(share=...) attributes all bases in one pass; their own cells then hit the cache
+    and get the results a separate pass gives."""
+    from bench.run import Cell, finish, measure, prepare
+
+    monkeypatch.setenv("SPARSEBENCH_CACHE", str(tmp_path))
+    h, ds = tiny_handle("llama"), dataset()
+    acts, out = Cell(site="mlp_acts", method="relp"), Cell(site="mlp_out", method="relp")
+    first = measure(prepare(h, ds, acts), cache=True, share=[prepare(h, ds, out)])
+    assert not first.attribution_cached and len(first.extra["attribution_joint_bases"]) == 2
+    assert len(list((tmp_path / "attributions").glob("*.pt"))) == 2
+    second = measure(prepare(h, ds, out), cache=True)
+    assert second.attribution_cached and second.attribution_s == first.attribution_s
+    res = finish(prepare(h, ds, out), second, timing_references=False)
+    assert res.timings["attribution_bases"] == 2
+    alone = run_sweep(h, ds, site="mlp_out", method="relp", n_bootstrap=1000,
+                      timing_references=False)  # fmt: skip
+    assert res.faithfulness == pytest.approx(alone.faithfulness, abs=1e-5)

@@ -40,6 +40,7 @@ def test_default_cells_cover_every_task_basis_and_method():
         (("--bases", "sae@mlp_out"), "needs a dictionary"),
         (("--ablation", "resample"), "unknown ablation resample; valid: mean, zero, patch"),
         (("--update-reference",), "--update-reference needs --reference"),
+        (("--dtype", "fp8"), "unknown dtype fp8; valid: auto, float32, bfloat16"),
     ],
 )
 def test_bad_options_fail_fast_with_valid_choices(args, message):

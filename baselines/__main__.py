@@ -2,8 +2,8 @@
 
 Examples::
 
-    # local TopK SAEs for every layer (defaults: width 2048, k 32, 131k tokens); for
-    # smollm2-135m on 2 CPU cores ~12-14 min of training and 3-8 min of quality evaluation;
+    # local TopK SAEs for every layer (defaults: width 2048, k 32, 65k tokens); for
+    # smollm2-135m on 2 CPU cores ~6 min of training and ~2 min of quality evaluation;
     # cached; prints the per-layer quality table (L0, FVU, CE-loss recovered, dead fraction)
     python -m baselines train --model smollm2-135m --site mlp_out
 

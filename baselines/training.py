@@ -58,8 +58,10 @@ NOT_IN_KEY = ("n_checkpoints", "prefetch_batches")  # settings that do not chang
 @dataclass(frozen=True)
 class TrainConfig:
     """Hyperparameters of local SAEs. The defaults train all 30 layers of smollm2-135m (d_model
-    576) on 2 CPU cores in about 14 minutes: the SAE steps (~0.1 s per layer per batch on one
-    core) dominate the bf16 forwards (~1.2 s per batch on the other).
+    576) on 2 CPU cores in about 6 minutes (+2 for quality): the SAE steps (~50 ms per layer
+    per batch on one core) dominate the bf16 forwards (~1.4 s per 1024 tokens on the other).
+    Halving the tokens from 131,072 (14 min) cost little: mean FVU 0.335 -> 0.368, CE loss
+    recovered 0.717 -> 0.701, dead latents 4.7% -> 6.0%.
 
     ``skip_first``: a window's first position is left out of training and of every quality
     metric. Models without a BOS token write their attention-sink "massive activations" there
@@ -70,7 +72,7 @@ class TrainConfig:
 
     width: int = 2048  # latents per layer
     k: int = 32  # TopK
-    n_tokens: int = 131_072  # training tokens, each used by every layer's SAE
+    n_tokens: int = 65_536  # training tokens, each used by every layer's SAE
     ctx: int = 65  # tokens per window
     skip_first: int = 1  # leading positions left out of training and quality (see below)
     batch_tokens: int = 512  # SAE batch
@@ -101,12 +103,15 @@ def sae_lens_version() -> str:
 
 
 def model_key(model) -> str:
-    """``<name>-<fingerprint>``: the model's directory name and a hash of its weights."""
+    """``<name>-<fingerprint>``: the model's directory name and a hash of its weights.
+
+    Weights are hashed as bfloat16 (the training forwards' dtype), so the same model loaded in
+    float32 or bfloat16 finds the same SAEs."""
     raw = str(getattr(model.config, "_name_or_path", "") or model.config.model_type)
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(raw).name or model.config.model_type)
     h = hashlib.sha256(model.config.model_type.encode())
     for pname, p in sorted(model.named_parameters()):
-        flat = p.detach().reshape(-1).to("cpu", torch.float32)
+        flat = p.detach().reshape(-1).to("cpu", torch.bfloat16).float()
         h.update(f"{pname}{tuple(p.shape)}".encode())
         h.update(torch.cat([flat[:1024], flat[-1024:]]).numpy().tobytes())
     return f"{name}-{h.hexdigest()[:12]}"

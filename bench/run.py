@@ -38,7 +38,7 @@ from bench.sweep import SweepMetrics, ablation_values, check_ablation, evaluate,
 
 log = logging.getLogger(__name__)
 
-ATTRIBUTION_CODE_VERSION = 1  # bump when a change to attribution code changes scores
+ATTRIBUTION_CODE_VERSION = 2  # bump when a change to attribution code changes scores
 
 
 def library_versions() -> dict[str, str]:

@@ -98,3 +98,27 @@ def test_a_joint_pass_serves_the_other_bases_from_the_cache(tmp_path, monkeypatc
     alone = run_sweep(h, ds, site="mlp_out", method="relp", n_bootstrap=1000,
                       timing_references=False)  # fmt: skip
     assert res.faithfulness == pytest.approx(alone.faithfulness, abs=1e-5)
+
+
+def test_committed_references_cover_the_default_and_quick_suites():
+    """Every cell of the default and --quick suites has a loadable reference under its name."""
+    from pathlib import Path
+
+    from bench import SweepResult
+    from bench.reference import cell_name
+    from tasks import list_tasks
+
+    root = Path(__file__).resolve().parents[1] / "baselines" / "smollm2-135m"
+    refs = {p.stem: SweepResult.from_json(p) for p in root.glob("*.json")}
+    assert all(cell_name(r) == stem for stem, r in refs.items())
+    bases = ["neurons@mlp_acts", "neurons@mlp_out", "sae@mlp_out__local"]
+    default = {
+        f"{t.name}__{b}__{m}__mean__n300x32"
+        for t in list_tasks()
+        for b in bases
+        for m in ("relp", "atp", "random")
+    }
+    quick = {f"sva_simple__{b}__{m}__mean__n64x24" for b in bases[:2] for m in ("relp", "random")}
+    assert default | quick <= set(refs)
+    for r in refs.values():  # F(all) = 1 and F(none) = 0 in every committed curve
+        assert r.faithfulness[-1] == pytest.approx(1, abs=1e-6) and r.completeness[-1] == 0

@@ -28,6 +28,7 @@ autosaved under .benchmarks/ so runs accumulate and ``pytest-benchmark compare``
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -131,6 +132,7 @@ def parse_cells(config) -> list[CellSpec]:
 
 def pytest_configure(config):
     _SUITE.dtype = config.getoption("--dtype", default="auto")
+    _SUITE.config = config
     # Keep history: every run of the suite is saved for `pytest-benchmark compare`.
     if not config.getoption("benchmark_json", default=None):
         config.option.benchmark_autosave = True
@@ -149,6 +151,7 @@ class Suite:
 
     cells: list = field(default_factory=list)
     dtype: str = "auto"
+    config: object = None
     handles: dict = field(default_factory=dict)
     datasets: dict = field(default_factory=dict)
     bases: dict = field(default_factory=dict)
@@ -156,11 +159,25 @@ class Suite:
     checks: list = field(default_factory=list)
     updated: list = field(default_factory=list)
 
+    @contextlib.contextmanager
+    def shown(self, what: str):
+        """Let a long set-up step (first model fetch, local SAE training) show its progress
+        bars through pytest's output capture, under a line saying what it is."""
+        capman = self.config.pluginmanager.getplugin("capturemanager") if self.config else None
+        reporter = self.config.pluginmanager.getplugin("terminalreporter") if self.config else None
+        if capman is None or reporter is None:
+            yield
+            return
+        with capman.global_and_fixture_disabled():
+            reporter.write_line(f"\nsparsebench: {what}")
+            yield
+
     def handle(self, model: str):
         if model not in self.handles:
             from bench import load_model
 
-            self.handles[model] = load_model(model, dtype=self.dtype)
+            with self.shown(f"loading {model} (first use fetches and converts it)"):
+                self.handles[model] = load_model(model, dtype=self.dtype)
         return self.handles[model]
 
     def basis(self, cell: CellSpec):
@@ -170,7 +187,11 @@ class Suite:
             from bench.bases import make_basis
 
             sites = self.handle(cell.model).sites
-            self.bases[key] = make_basis(sites, cell.basis, cell.site, cell.dictionary)
+            label = f"{cell.basis}@{cell.site}" + (f":{cell.dictionary}" if cell.dictionary else "")
+            note = " (a local dictionary trains on first use)" if cell.dictionary == "local" else ""
+            shown = self.shown(f"building basis {label}{note}") if cell.dictionary else None
+            with shown or contextlib.nullcontext():
+                self.bases[key] = make_basis(sites, cell.basis, cell.site, cell.dictionary)
         return self.bases[key]
 
     def sharing(self, cell: CellSpec) -> list[CellSpec]:

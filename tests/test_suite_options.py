@@ -47,3 +47,33 @@ def test_bad_options_fail_fast_with_valid_choices(args, message):
     proc = _collect(*args)
     assert proc.returncode != 0
     assert message in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_runs_accumulate_and_pytest_benchmark_compare_reads_them(tmp_path):
+    """Two runs of one real cell autosave two benchmark records holding the SweepResult;
+    ``pytest-benchmark compare`` reads both."""
+    import json
+
+    storage = tmp_path / "history"
+    cmd = [sys.executable, "-m", "pytest", "bench", "--benchmark-only", "-q", "-p",
+           "no:cacheprovider", "--tasks", "sva_simple", "--bases", "neurons@mlp_out",
+           "--methods", "random", "--n-train", "4", "--n-test", "4",
+           f"--benchmark-storage=file://{storage}",
+           "--results-dir", str(tmp_path / "res")]  # fmt: skip
+    for _ in range(2):
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    runs = sorted(storage.rglob("*.json"))
+    assert len(runs) == 2
+    record = json.loads(runs[-1].read_text())["benchmarks"][0]
+    assert record["extra_info"]["result"]["task"] == "sva_simple"
+    assert len(record["extra_info"]["result"]["faithfulness"]) == len(
+        record["extra_info"]["result"]["sizes"]
+    )
+    cli = "import sys; from pytest_benchmark.cli import main; sys.argv[0] = 'compare'; main()"
+    compare = [sys.executable, "-c", cli, "--storage", f"file://{storage}", "compare",
+               *map(str, runs)]  # fmt: skip
+    proc = subprocess.run(compare, cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("test_cell[sva_simple-neurons@mlp_out-random]") == 2

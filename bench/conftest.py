@@ -156,6 +156,7 @@ class Suite:
     datasets: dict = field(default_factory=dict)
     bases: dict = field(default_factory=dict)
     references: dict = field(default_factory=dict)
+    neuron_cells: dict = field(default_factory=dict)  # per-pair metrics for paired k ratios
     checks: list = field(default_factory=list)
     updated: list = field(default_factory=list)
 

@@ -248,11 +248,15 @@ def finish(
     ms: Measured,
     timing_references: bool = True,
     references: dict[str, float] | None = None,
+    k_ratio_reference: tuple[str, Measured] | None = None,
 ) -> SweepResult:
     """Steps 5-7: curves, scalars, CIs, timing references, the SweepResult.
 
     ``references``: bare-torch seconds already measured in this run on the same batches (a
-    suite measures them once per dataset); by default they are measured here."""
+    suite measures them once per dataset); by default they are measured here.
+    ``k_ratio_reference``: (label, Measured) of a neurons cell swept on the same test pairs;
+    the result then carries ``extra["k_ratio_vs_neurons"]``, k@0.8 of this cell over that
+    one's with a paired bootstrap CI (DESIGN.md, "Sweep and scores")."""
     c, sm, ds = prep.cell, ms.metrics, prep.ds
     sz = np.asarray(ms.sizes)
     faith = scores.curve(sm.m_faith, sm.m_full, sm.m_empty)
@@ -281,6 +285,17 @@ def finish(
     extra: dict[str, Any] = {"dataset_dropped": dict(getattr(ds, "dropped", {})), **ms.extra}
     if c.method == "ig":
         extra["ig_steps"] = c.ig_steps
+    if k_ratio_reference is not None:
+        label, ref = k_ratio_reference
+        mine = (sz, sm.m_faith, sm.m_full, sm.m_empty)
+        theirs = (
+            np.asarray(ref.sizes),
+            ref.metrics.m_faith,
+            ref.metrics.m_full,
+            ref.metrics.m_empty,
+        )
+        ratio = scores.paired_k_ratio(mine, theirs, c.n_bootstrap, c.seed)
+        extra["k_ratio_vs_neurons"] = {**ratio, "reference": label, "paired": True}
     extra["cell"] = {k: v for k, v in asdict(c).items() if k not in ("sizes",)}
     return SweepResult(
         model=prep.handle.name,

@@ -7,7 +7,9 @@
 - ``cpr`` / ``cmd`` (MIB; Mueller et al. 2025): area under F, and under |1 − F|, over the
   fraction of nodes in the circuit (grid extended with k = 0, F = 0);
 - ``bootstrap``: percentile 95% CIs of every curve point and scalar, resampling test pairs
-  (scipy.stats.bootstrap, paired, one seeded generator).
+  (scipy.stats.bootstrap, paired, one seeded generator);
+- ``paired_k_ratio``: k@0.8(a) / k@0.8(b) for two cells swept on the same test pairs, with a
+  paired bootstrap CI: each resample draws one set of pairs and scores both cells on it.
 """
 
 from __future__ import annotations
@@ -108,6 +110,57 @@ def bootstrap(
     for i, name in enumerate(names):
         out[name] = band[2 * n_sizes + i]
     return out
+
+
+def paired_k_ratio(
+    a: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],  # sizes, m_faith, m_full, m_empty
+    b: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> dict[str, float | list[float | None] | None]:
+    """k@0.8(a) / k@0.8(b) and its paired percentile 95% CI over test pairs.
+
+    ``a`` and ``b`` hold per-pair metrics ([sizes, pairs] and [pairs]) of two cells evaluated
+    on the same test pairs in the same order. A resample whose curve never reaches 0.8 counts
+    as an infinite k (ratio inf or 0), so the CI stays honest about it."""
+    n = a[1].shape[1]
+    if b[1].shape[1] != n or a[2].shape != b[2].shape:
+        raise ValueError(
+            f"paired ratio needs the same test pairs: {n} against {b[1].shape[1]} pairs"
+        )
+    if n < 2:
+        raise ValueError("a paired bootstrap needs at least 2 test pairs")
+
+    def k_of(cell, idx) -> float:
+        sizes, m_faith, m_full, m_empty = cell
+        k = k_at(sizes, curve(m_faith[:, idx], m_full[idx], m_empty[idx]))
+        return np.inf if np.isnan(k) else k
+
+    def statistic(idx: np.ndarray, axis: int = -1) -> np.ndarray:
+        idx = np.asarray(idx, dtype=int)
+        out = np.empty(idx.shape[:-1])
+        for pos in np.ndindex(*idx.shape[:-1]):
+            ka, kb = k_of(a, idx[pos]), k_of(b, idx[pos])
+            out[pos] = ka / kb if np.isfinite(kb) or np.isfinite(ka) else np.nan
+        return out
+
+    point = float(statistic(np.arange(n)))
+    if not np.isfinite(point):
+        return {"ratio": None, "ci": [None, None], "n_resamples": n_resamples}
+    res = stats.bootstrap(
+        (np.arange(n),),
+        statistic,
+        vectorized=True,
+        n_resamples=n_resamples,
+        method="percentile",
+        random_state=np.random.default_rng(seed),
+    )
+    ci = [res.confidence_interval.low, res.confidence_interval.high]
+    return {
+        "ratio": point,
+        "ci": [float(v) if np.isfinite(v) else None for v in ci],
+        "n_resamples": n_resamples,
+    }
 
 
 PER_DECADE = 4  # the shared grid: round(10 ** (i / 4)), i = 0, 1, 2, ...

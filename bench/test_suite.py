@@ -4,7 +4,8 @@ Per cell: (1) set-up outside the timing — model, dataset, basis (SAEs are trai
 here), token ids, and the same for the task's other bases that an ``atp``/``relp`` pass can
 serve at once; (2) the timed body — attribution + sweep (``bench.run.measure``); (3) scores,
 CIs and timing ratios (``bench.run.finish``; bare-torch references measured once per dataset
-in this run) into ``benchmark.extra_info``;
+in this run; for dictionary cells the paired-bootstrap k@0.8 ratio against the run's
+neurons@mlp_acts cell of the same task and method) into ``benchmark.extra_info``;
 (4) the SweepResult JSON to ``--results-dir``; (5) the reference check or update.
 """
 
@@ -40,7 +41,14 @@ def test_cell(benchmark, cell, suite, request):
     if key not in suite.references:  # bare torch on this dataset's batches, once per run
         batch = {k: v[: prep.cell.batch_size] for k, v in prep.train.items()}
         suite.references[key] = bare_torch_references(handle, batch, prep.test)
-    result = finish(prep, measured, references=suite.references[key])
+    # k@0.8(dictionary) / k@0.8(neurons@mlp_acts) with a paired bootstrap over the same pairs
+    pair_key = (cell.model, cell.task, cell.method, cell.ablation, cell.n_train, cell.n_test)
+    if (cell.basis, cell.site) == ("neurons", "mlp_acts"):
+        suite.neuron_cells[pair_key] = measured
+    ratio_ref = None
+    if cell.basis != "neurons" and pair_key in suite.neuron_cells:
+        ratio_ref = ("neurons@mlp_acts", suite.neuron_cells[pair_key])
+    result = finish(prep, measured, references=suite.references[key], k_ratio_reference=ratio_ref)
     benchmark.extra_info["result"] = result.to_dict()
     benchmark.extra_info.update(
         k_at_0_8=result.k_at_0_8,
@@ -48,6 +56,7 @@ def test_cell(benchmark, cell, suite, request):
         attribution_ratio=result.timings.get("attribution_ratio"),
         sweep_ratio=result.timings.get("sweep_ratio"),
         attribution_cached=result.timings["attribution_cached"],
+        k_ratio_vs_neurons=result.extra.get("k_ratio_vs_neurons"),
     )
     out = results_dir(config) / result.model / f"{reference.cell_name(result)}.json"
     result.to_json(out)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from _tiny_data import dataset, tiny_handle
@@ -210,3 +211,45 @@ def test_nan_in_activations_is_detected_and_named():
         h.model.model.layers[1].mlp.up_proj.weight[0, 0] = float("nan")
     with pytest.raises(FloatingPointError, match="NaN in activations at mlp_acts layer 1"):
         run_sweep(h, ds, method="atp")
+
+
+def test_paired_k_ratio_against_itself_is_exactly_one():
+    from bench.scores import paired_k_ratio
+
+    rng = np.random.default_rng(0)
+    sizes = np.array([1, 2, 3, 6, 10, 18, 32])
+    m_full, m_empty = rng.normal(5, 1, 20), rng.normal(0, 1, 20)
+    m_faith = (
+        np.linspace(0, 1, 7)[:, None] * (m_full - m_empty) + m_empty + rng.normal(0, 0.3, (7, 20))
+    )
+    cell = (sizes, m_faith, m_full, m_empty)
+    out = paired_k_ratio(cell, cell, n_resamples=200)
+    assert out["ratio"] == 1 and out["ci"] == [1, 1]
+    with pytest.raises(ValueError, match="same test pairs"):
+        paired_k_ratio(cell, (sizes, m_faith[:, :10], m_full[:10], m_empty[:10]))
+
+
+def test_dictionary_cells_carry_a_paired_k_ratio_that_reports_read(tmp_path):
+    """finish(k_ratio_reference=...) puts k@0.8 / k@0.8(neurons) with a paired CI in extra;
+    the report uses it as is (not propagated), and it is no wider than the propagated CI."""
+    from bench.run import Cell, finish, measure, prepare
+    from reports.cells import k_ratios
+
+    h, ds = tiny_handle("llama"), dataset()
+    ref_prep = prepare(h, ds, Cell(site="mlp_acts", method="atp"))
+    ref_ms = measure(ref_prep)
+    neurons = finish(ref_prep, ref_ms, timing_references=False)
+    prep = prepare(h, ds, Cell(site="mlp_out", method="atp"))
+    res = finish(prep, measure(prep), False, k_ratio_reference=("neurons@mlp_acts", ref_ms))
+    given = res.extra["k_ratio_vs_neurons"]
+    assert given["ratio"] == pytest.approx(res.k_at_0_8 / neurons.k_at_0_8)
+    lo, hi = given["ci"]
+    assert lo <= given["ratio"] <= hi and given["paired"]
+    lo_p, hi_p = (
+        res.k_at_0_8_ci[0] / neurons.k_at_0_8_ci[1],
+        res.k_at_0_8_ci[1] / neurons.k_at_0_8_ci[0],
+    )
+    assert hi - lo <= hi_p - lo_p
+    res.basis, res.dictionary = "sae", "local"  # as a dictionary cell would be named
+    (kr,) = k_ratios([neurons, res])
+    assert not kr.propagated and (kr.ratio, kr.lo, kr.hi) == (given["ratio"], lo, hi)

@@ -67,6 +67,19 @@ def scalars(sizes, f, n_nodes) -> dict[str, float]:
     }
 
 
+def _over_pairs(statistic, n: int, n_resamples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile 95% CI of ``statistic`` (vectorized over resampled pair indices [..., n])."""
+    res = stats.bootstrap(
+        (np.arange(n),),
+        statistic,
+        vectorized=True,
+        n_resamples=n_resamples,
+        method="percentile",
+        random_state=np.random.default_rng(seed),
+    )
+    return res.confidence_interval.low, res.confidence_interval.high
+
+
 def bootstrap(
     sizes: np.ndarray,
     m_faith: np.ndarray,  # [sizes, pairs]
@@ -96,15 +109,7 @@ def bootstrap(
 
     if n < 2:
         raise ValueError("bootstrap needs at least 2 test pairs")
-    res = stats.bootstrap(
-        (np.arange(n),),
-        statistic,
-        vectorized=True,
-        n_resamples=n_resamples,
-        method="percentile",
-        random_state=np.random.default_rng(seed),
-    )
-    lo, hi = res.confidence_interval.low, res.confidence_interval.high
+    lo, hi = _over_pairs(statistic, n, n_resamples, seed)
     band = np.stack([lo, hi], -1)  # [2*sizes+4, 2]
     out = {"faithfulness": band[:n_sizes], "completeness": band[n_sizes : 2 * n_sizes]}
     for i, name in enumerate(names):
@@ -147,15 +152,7 @@ def paired_k_ratio(
     point = float(statistic(np.arange(n)))
     if not np.isfinite(point):
         return {"ratio": None, "ci": [None, None], "n_resamples": n_resamples}
-    res = stats.bootstrap(
-        (np.arange(n),),
-        statistic,
-        vectorized=True,
-        n_resamples=n_resamples,
-        method="percentile",
-        random_state=np.random.default_rng(seed),
-    )
-    ci = [res.confidence_interval.low, res.confidence_interval.high]
+    ci = _over_pairs(statistic, n, n_resamples, seed)
     return {
         "ratio": point,
         "ci": [float(v) if np.isfinite(v) else None for v in ci],

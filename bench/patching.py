@@ -7,7 +7,8 @@ built on :func:`bench.interventions.intervene`, applied at the basis's site on e
 2. :func:`unit_leaves` — make units (and error nodes) leaves of the autograd graph without
    changing any value: the site's activation becomes ``x + (dec(u) - stopgrad(dec(u)))``
    (+ the same for the error), so ∂m/∂u is the gradient at the unit and upstream gradients are
-   untouched;
+   untouched (the direct, one-basis-at-a-time form; :mod:`bench.attribution` shares one site
+   gradient across bases, and the tests hold the two equal);
 3. :func:`unit_ablation` — run S circuit masks at once on a batch repeated S times; a unit
    outside its mask takes its ablation value (mean, zero, or counterfactual).
 """

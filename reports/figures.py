@@ -186,7 +186,8 @@ def plot_summary(
         ax_k.set_ylabel(K_LABEL)
         ax_k.set_title(f"units for F = 0.8 ({style.method_name(method)})")
         for ax in axes:
-            ax.set_xticks(range(len(tasks)), ticks, rotation=20 if len(tasks) > 3 else 0)
+            rotated = {"rotation": 35, "ha": "right", "rotation_mode": "anchor"}
+            ax.set_xticks(range(len(tasks)), ticks, **(rotated if len(tasks) > 3 else {}))
             ax.set_xlim(-0.6, len(tasks) - 0.4)
             ax.grid(True, axis="y", which="major")
         if ratios:

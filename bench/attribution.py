@@ -96,8 +96,9 @@ def _gradient_products(handle, bases: list[Basis], batch, relp: bool, accs) -> N
     """
     n_layers = handle.sites.n_layers
     write = list(dict.fromkeys(b.site for b in bases))
-    read = [s for s in dict.fromkeys(getattr(b, "read_site", b.site) for b in bases)]
-    read = [s for s in read if s not in write]
+    read = [
+        s for s in dict.fromkeys(getattr(b, "read_site", b.site) for b in bases) if s not in write
+    ]
     grad_keys = [(s, layer) for s in write for layer in range(n_layers)]
     keys = grad_keys + [(s, layer) for s in read for layer in range(n_layers)]
     ctx = relp_replacement(handle.sites) if relp else contextlib.nullcontext()

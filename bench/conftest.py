@@ -157,6 +157,7 @@ class Suite:
     bases: dict = field(default_factory=dict)
     references: dict = field(default_factory=dict)
     neuron_cells: dict = field(default_factory=dict)  # per-pair metrics for paired k ratios
+    joint_done: set = field(default_factory=set)  # joint groups whose attribution pass ran
     checks: list = field(default_factory=list)
     updated: list = field(default_factory=list)
 
@@ -195,14 +196,15 @@ class Suite:
                 self.bases[key] = make_basis(sites, cell.basis, cell.site, cell.dictionary)
         return self.bases[key]
 
+    @staticmethod
+    def joint_group(cell: CellSpec) -> tuple:
+        """Cells sharing this key can be attributed in one joint pass (same split, method)."""
+        return (cell.model, cell.task, cell.method, cell.ablation, cell.n_train, cell.n_test)
+
     def sharing(self, cell: CellSpec) -> list[CellSpec]:
         """The run's other cells that one joint attribution pass can serve with ``cell``."""
-        same = ("model", "task", "method", "ablation", "n_train", "n_test")
-        return [
-            c
-            for c in self.cells
-            if c != cell and all(getattr(c, f) == getattr(cell, f) for f in same)
-        ]
+        group = self.joint_group(cell)
+        return [c for c in self.cells if c != cell and self.joint_group(c) == group]
 
     def dataset(self, cell: CellSpec):
         key = (cell.model, cell.task, cell.n_train, cell.n_test)

@@ -31,7 +31,11 @@ def test_cell(benchmark, cell, suite, request):
     def setup():  # untimed: bases (SAEs load or train here), token ids
         prepared.append(prepare(handle, ds, _spec(cell), suite.basis(cell)))
         share = []
-        if cell.method in JOINT_METHODS:
+        if (
+            cell.method in JOINT_METHODS
+            and (group := suite.joint_group(cell)) not in suite.joint_done
+        ):
+            suite.joint_done.add(group)  # the group's first cell attributes all its bases
             share = [prepare(handle, ds, _spec(c), suite.basis(c)) for c in suite.sharing(cell)]
         return (prepared[-1],), {"cache": True, "share": share}
 
@@ -42,7 +46,7 @@ def test_cell(benchmark, cell, suite, request):
         batch = {k: v[: prep.cell.batch_size] for k, v in prep.train.items()}
         suite.references[key] = bare_torch_references(handle, batch, prep.test)
     # k@0.8(dictionary) / k@0.8(neurons@mlp_acts) with a paired bootstrap over the same pairs
-    pair_key = (cell.model, cell.task, cell.method, cell.ablation, cell.n_train, cell.n_test)
+    pair_key = suite.joint_group(cell)
     if (cell.basis, cell.site) == ("neurons", "mlp_acts"):
         suite.neuron_cells[pair_key] = measured
     ratio_ref = None

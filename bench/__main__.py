@@ -48,6 +48,12 @@ def _sweep(args: argparse.Namespace) -> int:
         f"attribution {t['attribution_s']:.1f} s (ratio {t.get('attribution_ratio', 0):.2f}), "
         f"sweep {t['sweep_s']:.1f} s (ratio {t.get('sweep_ratio', 0):.2f}) -> {args.out}"
     )
+    c, p = result.consistency, result.protocol
+    print(
+        f"protocol {p['name']} ({'matched' if p['matched'] else 'UNMATCHED'}); consistency: "
+        f"F of the {c['n_nonzero']} non-zero-score nodes = {c['f_nonzero']:.3f} "
+        f"({c['zero_score_fraction']:.1%} of nodes score exactly 0)"
+    )
     return 0
 
 
@@ -109,9 +115,17 @@ def main(argv: list[str] | None = None) -> int:
     sw.add_argument("--basis", default="neurons")
     sw.add_argument("--site", default="mlp_acts")
     sw.add_argument("--method", default="relp")
-    sw.add_argument("--ablation", default="mean")
+    sw.add_argument(
+        "--ablation", default="patch",
+        help="the protocol, one reference for attribution and ablation: patch (default), mean, "
+        "zero; or marks (unmatched: counterfactual attribution, mean ablation)",
+    )  # fmt: skip
     sw.add_argument("--dictionary", default=None)
-    sw.add_argument("--error-mode", default="keep")
+    sw.add_argument(
+        "--error-mode", default="ablate",
+        help="SAE error nodes: ablate (ranked, counted, ablated; default) or keep (never "
+        "ablated, not counted: an upper bound)",
+    )  # fmt: skip
     sw.add_argument("--n-train", type=int, default=300)
     sw.add_argument("--n-test", type=int, default=40)
     sw.add_argument("--seed", type=int, default=0)

@@ -1,20 +1,24 @@
 """Attribution: one score per node (layer, position, unit), averaged over the train split.
 
-Methods (DESIGN.md, "Attribution"), each computed batch by batch over the train pairs:
+Every method scores a node against its reference value r(x) (:mod:`bench.protocol`: the
+pair's counterfactual u(x′) for ``patch``, the train split's per-position mean ū for ``mean``,
+0 for ``zero``), the same reference the sweep ablates to. Methods (DESIGN.md, "Attribution"),
+each computed batch by batch over the train pairs:
 
-- ``atp``   attribution patching: (u(x) − u(x′)) · ∂m/∂u at x (Nanda 2023; Kramár et al. 2024);
+- ``atp``   attribution patching: (u(x) − r(x)) · ∂m/∂u at x (Nanda 2023; Kramár et al. 2024);
 - ``relp``  the same product with the gradient taken in the RelP replacement model
             (Jafari et al. 2025; see :mod:`bench.relp`);
-- ``ig``    integrated gradients along u(x′) + α(u(x) − u(x′)), one layer at a time, N midpoint
+- ``ig``    integrated gradients along r(x) + α(u(x) − r(x)), one layer at a time, N midpoint
             steps stacked in one batch (Marks et al. 2024's per-submodule IG);
-- ``exact`` each node patched alone to its counterfactual value: m(x) − m(x | node ← u(x′));
+- ``exact`` each node set alone to its reference: m(x) − m(x | node ← r(x));
 - ``random`` a seeded random score (the floor of every plot).
 
-Steps of :func:`attribute` / :func:`attribute_many`: (1) check inputs; (2) per batch, one
-gradient forward on the clean prompts capturing every site the bases use, and one plain forward
-on the counterfactual prompts; (3) per basis, encode both, pull the site gradient back to the
-units and accumulate the per-node products; (4) divide by the number of pairs. No parameter gradient
-is ever computed (the model's parameters have requires_grad=False).
+Steps of :func:`attribute` / :func:`attribute_many`: (1) check inputs; for ``mean``, the
+reference means over the train split's counterfactual prompts; (2) per batch, one gradient
+forward on the clean prompts capturing every site the bases use, and (``patch`` only) one
+plain forward on the counterfactual prompts; (3) per basis, encode both, pull the site gradient
+back to the units and accumulate the per-node products; (4) divide by the number of pairs. No
+parameter gradient is ever computed (the model's parameters have requires_grad=False).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from bench.bases import Basis
 from bench.interventions import intervene
 from bench.models import ModelHandle
 from bench.patching import LayerUnits, check_finite, metric, unit_values
+from bench.protocol import REFERENCES, batch_reference, mean_units
 from bench.relp import relp_replacement
 
 log = logging.getLogger(__name__)
@@ -56,6 +61,11 @@ class Scores:
 def check_method(method: str) -> None:
     if method not in METHODS:
         raise ValueError(f"unknown attribution method {method!r}; valid: {', '.join(METHODS)}")
+
+
+def check_reference(reference: str) -> None:
+    if reference not in REFERENCES:
+        raise ValueError(f"unknown reference {reference!r}; valid: {', '.join(REFERENCES)}")
 
 
 def _batches(split: dict[str, torch.Tensor], batch_size: int):
@@ -86,13 +96,14 @@ def _pullback(basis: Basis, layer: int, g: torch.Tensor, n_units: int) -> torch.
     return gu
 
 
-def _gradient_products(handle, bases: list[Basis], batch, relp: bool, accs) -> None:
-    """(u(x) − u(x′)) · ∂m/∂u for every basis at once, summed over the batch, into ``accs``.
+def _gradient_products(handle, bases: list[Basis], batch, relp: bool, accs, ref: str, means):
+    """(u(x) − r(x)) · ∂m/∂u for every basis at once, summed over the batch, into ``accs``.
 
     One gradient forward captures every site a basis writes (and reads): ∂m/∂x at a site is
     shared by all bases there, and a dictionary's latents get it pulled back through their
     linear decoder, its error node gets it unchanged (the error enters the site additively).
-    So neurons@mlp_out and sae@mlp_out cost one backward pass, not two.
+    So neurons@mlp_out and sae@mlp_out cost one backward pass, not two. ``ref``: the reference
+    (``patch`` encodes the counterfactual prompts' sites; ``mean`` reads ``means``, per basis).
     """
     n_layers = handle.sites.n_layers
     write = list(dict.fromkeys(b.site for b in bases))
@@ -105,31 +116,38 @@ def _gradient_products(handle, bases: list[Basis], batch, relp: bool, accs) -> N
     with ctx, intervene(handle.sites, capture=keys, grad=True) as acts:
         m = metric(handle, batch["clean_ids"], batch["clean_answer_id"], batch["cf_answer_id"])
     clean = {k: v.detach() for k, v in acts.items()}
-    cf = _site_values(handle, keys, batch["cf_ids"])
+    cf = _site_values(handle, keys, batch["cf_ids"]) if ref == "patch" else None
     grads = torch.autograd.grad(m.sum(), [acts[k] for k in grad_keys], allow_unused=True)
     grad = dict(zip(grad_keys, grads, strict=True))
     with torch.no_grad():
-        for basis, (acc_u, acc_e) in zip(bases, accs, strict=True):
+        for i, (basis, (acc_u, acc_e)) in enumerate(zip(bases, accs, strict=True)):
             read_site = getattr(basis, "read_site", basis.site)
             for layer in range(n_layers):
                 g = grad[(basis.site, layer)]
                 if g is None:
                     continue
-                x, x_cf = clean[(basis.site, layer)], cf[(basis.site, layer)]
+                x = clean[(basis.site, layer)]
                 check_finite(x, f"{basis.site} layer {layer}")
                 u = basis.encode(layer, clean[(read_site, layer)])
-                u_cf = basis.encode(layer, cf[(read_site, layer)])
+                if ref == "patch":
+                    u_r = basis.encode(layer, cf[(read_site, layer)])
+                    e_r = cf[(basis.site, layer)] - basis.decode(layer, u_r)
+                elif ref == "mean":
+                    u_r, e_r = means[i][layer].units, means[i][layer].error
+                else:  # zero
+                    u_r, e_r = torch.zeros_like(u), torch.zeros_like(x)
                 gu = _pullback(basis, layer, g, u.shape[-1])
-                acc_u[layer] += ((u - u_cf).float() * gu.float()).sum(0)
+                acc_u[layer] += ((u - u_r).float() * gu.float()).sum(0)
                 if basis.has_error:
-                    diff = (x - basis.decode(layer, u)) - (x_cf - basis.decode(layer, u_cf))
+                    diff = (x - basis.decode(layer, u)) - e_r
                     acc_e[layer] += (diff.float() * g.float()).sum(-1).sum(0)
 
 
-def _ig(handle, basis, batch, steps: int, acc_u, acc_e) -> None:
-    """Per-layer integrated gradients with ``steps`` midpoint alphas stacked in the batch."""
+def _ig(handle, basis, batch, steps: int, acc_u, acc_e, ref: str, means) -> None:
+    """Per-layer integrated gradients along r + α(u − r), ``steps`` midpoint alphas stacked
+    in the batch."""
     clean = _values(handle, basis, batch["clean_ids"])
-    cf = _values(handle, basis, batch["cf_ids"])
+    cf = batch_reference(handle, basis, batch, ref, clean, means)  # r(x), shaped like clean
     b = batch["clean_ids"].shape[0]
     alphas = (torch.arange(steps, device=handle.device) + 0.5) / steps  # [steps]
     ids = batch["clean_ids"].repeat(steps, 1)
@@ -157,7 +175,8 @@ def _ig(handle, basis, batch, steps: int, acc_u, acc_e) -> None:
 
 
 def _single_node_patch(basis, layer, u, clean_l: LayerUnits, cf_l: LayerUnits, pos, is_err):
-    """Site replacement for ``exact``: copy g of the batch has its own node patched."""
+    """Site replacement for ``exact``: copy g of the batch has its own node set to its
+    reference (``cf_l``: r(x) of every unit and error node)."""
 
     def fn(x: torch.Tensor) -> torch.Tensor:  # [G*B, pos, width]
         if basis.identity:
@@ -167,7 +186,7 @@ def _single_node_patch(basis, layer, u, clean_l: LayerUnits, cf_l: LayerUnits, p
         if is_err.any():  # an error node: add e(x′) − e(x) at its position
             out4 = out.view(u.shape[0], -1, *out.shape[1:]).clone()
             rows_e, pos_e = torch.arange(u.shape[0])[is_err], pos[is_err]
-            d = cf_l.error - clean_l.error  # [B, pos, width]
+            d = cf_l.error - clean_l.error  # [B, pos, width]: r(e) − e
             out4[rows_e, :, pos_e] += d[:, pos_e].transpose(0, 1)
             out = out4.view_as(out)
         return out
@@ -183,16 +202,19 @@ def exact_scores(
     batch_size: int = 32,
     nodes_per_forward: int = 16,
     progress: bool = False,
+    reference: str = "patch",
 ) -> torch.Tensor:  # [n_nodes_to_score]
-    """Ground truth: m(x) − m(x | node ← u(x′)) for each node alone, averaged over pairs."""
+    """Ground truth: m(x) − m(x | node ← r(x)) for each node alone, averaged over pairs."""
+    check_reference(reference)
     n_units = basis.n_units()
+    means = mean_units(handle, basis, split["cf_ids"], batch_size) if reference == "mean" else None
     total = torch.zeros(len(nodes), dtype=torch.float64)
     n = split["clean_ids"].shape[0]
     bar = tqdm(total=len(nodes) * ((n + batch_size - 1) // batch_size), disable=not progress)
     bar.set_description("exact")
     for batch in _batches(split, batch_size):
         clean = _values(handle, basis, batch["clean_ids"])
-        cf = _values(handle, basis, batch["cf_ids"])
+        cf = batch_reference(handle, basis, batch, reference, clean, means)  # r(x)
         args = batch["clean_ids"], batch["clean_answer_id"], batch["cf_answer_id"]
         with torch.no_grad():
             base = metric(handle, *args)  # [B]
@@ -226,9 +248,12 @@ def attribute(
     ig_steps: int = 10,
     seed: int = 0,
     progress: bool = False,
+    reference: str = "patch",
 ) -> Scores:
-    """Scores for every node of ``basis``, averaged over the pairs in ``train``."""
-    return attribute_many(handle, [basis], train, method, batch_size, ig_steps, seed, progress)[0]
+    """Scores for every node of ``basis`` against ``reference``, averaged over ``train``."""
+    return attribute_many(
+        handle, [basis], train, method, batch_size, ig_steps, seed, progress, reference
+    )[0]
 
 
 def attribute_many(
@@ -240,9 +265,11 @@ def attribute_many(
     ig_steps: int = 10,
     seed: int = 0,
     progress: bool = False,
+    reference: str = "patch",
 ) -> list[Scores]:
     """Scores for several bases on one split; ``atp``/``relp`` share one backward per batch."""
     check_method(method)
+    check_reference(reference)
     n = train["clean_ids"].shape[0]
     if n == 0:
         raise ValueError(
@@ -251,9 +278,15 @@ def attribute_many(
     n_layers, seq = handle.sites.n_layers, train["clean_ids"].shape[1]
     if method in ("random", "exact", "ig"):
         return [
-            _attribute_one(handle, b, train, method, batch_size, ig_steps, seed, progress)
+            _attribute_one(
+                handle, b, train, method, batch_size, ig_steps, seed, progress, reference
+            )
             for b in bases
         ]
+    means = [
+        mean_units(handle, b, train["cf_ids"], batch_size) if reference == "mean" else None
+        for b in bases
+    ]
     accs = [
         (
             torch.zeros((n_layers, seq, b.n_units()), dtype=torch.float32, device=handle.device),
@@ -264,7 +297,7 @@ def attribute_many(
     batches = list(_batches(train, batch_size))
     what = f"attribution ({method}, {len(bases)} bases)" if len(bases) > 1 else method
     for batch in tqdm(batches, desc=what, disable=not progress):
-        _gradient_products(handle, bases, batch, method == "relp", accs)
+        _gradient_products(handle, bases, batch, method == "relp", accs, reference, means)
     out = []
     for b, (acc_u, acc_e) in zip(bases, accs, strict=True):
         check_finite(acc_u, f"{method} scores")
@@ -272,7 +305,9 @@ def attribute_many(
     return out
 
 
-def _attribute_one(handle, basis, train, method, batch_size, ig_steps, seed, progress) -> Scores:
+def _attribute_one(
+    handle, basis, train, method, batch_size, ig_steps, seed, progress, reference
+) -> Scores:
     n = train["clean_ids"].shape[0]
     n_layers, seq = handle.sites.n_layers, train["clean_ids"].shape[1]
     shape = (n_layers, seq, basis.n_units())
@@ -283,13 +318,16 @@ def _attribute_one(handle, basis, train, method, batch_size, ig_steps, seed, pro
     if method == "exact":
         sizes = (n_layers, seq, shape[2] + basis.has_error)
         grid = torch.cartesian_prod(*(torch.arange(s) for s in sizes))
-        flat = exact_scores(handle, basis, train, grid, batch_size, progress=progress)
+        flat = exact_scores(
+            handle, basis, train, grid, batch_size, progress=progress, reference=reference
+        )
         full = flat.view(n_layers, seq, shape[2] + basis.has_error)
         err = full[..., -1].contiguous() if basis.has_error else None
         return Scores(full[..., : shape[2]].contiguous(), err, method)
     acc_u = torch.zeros(shape, dtype=torch.float32, device=handle.device)
     acc_e = torch.zeros((n_layers, seq), dtype=torch.float32, device=handle.device)
+    means = mean_units(handle, basis, train["cf_ids"], batch_size) if reference == "mean" else None
     for batch in tqdm(list(_batches(train, batch_size)), desc="ig", disable=not progress):
-        _ig(handle, basis, batch, ig_steps, acc_u, acc_e)
+        _ig(handle, basis, batch, ig_steps, acc_u, acc_e, reference, means)
     check_finite(acc_u, f"{method} scores")
     return Scores(acc_u / n, acc_e / n if basis.has_error else None, method)

@@ -8,7 +8,11 @@ case; see ``bench/test_suite.py``. Options:
 ``--bases``            comma-separated ``basis@site[:dictionary]`` (default:
                        neurons@mlp_acts,neurons@mlp_out,sae@mlp_out:local)
 ``--methods``          comma-separated attribution methods (default: relp,atp,random)
-``--ablation``         mean | zero | patch (default: mean)
+``--ablation``         the protocol: patch | mean | zero (matched: attribution and ablation
+                       share one reference) | marks (unmatched: Marks et al.'s pairing, for
+                       reproducing their SVA numbers) (default: patch)
+``--error-mode``       SAE error nodes: ablate (ranked, counted, ablated) | keep (never
+                       ablated, not counted: an upper bound for dictionaries) (default: ablate)
 ``--dtype``            model dtype: auto (bfloat16 on CUDA and on CPUs with native bf16,
                        else float32), float32, bfloat16 (default: auto)
 ``--n-train/--n-test`` split sizes (defaults below; ``--quick`` uses smaller ones)
@@ -24,6 +28,8 @@ and SAEs are cached on disk between runs. ``atp``/``relp`` attribute every basis
 one set of backward passes (the first such cell of a task, timed, pays for all and records
 it; the others read the result from the cache, ``attribution_cached``). Benchmark JSON is
 autosaved under .benchmarks/ so runs accumulate and ``pytest-benchmark compare`` works on them.
+The run ends with the answer: per task, k@0.8 [CI] per basis, the paired ratio
+dictionary / neurons@mlp_acts [CI] and a verdict (:mod:`bench.verdict`).
 """
 
 from __future__ import annotations
@@ -48,7 +54,8 @@ def pytest_addoption(parser):
     g.addoption("--tasks", default=None)
     g.addoption("--bases", default=None)
     g.addoption("--methods", default=None)
-    g.addoption("--ablation", default="mean")
+    g.addoption("--ablation", default="patch")
+    g.addoption("--error-mode", default="ablate")
     g.addoption("--dtype", default="auto")
     g.addoption("--n-train", type=int, default=None)
     g.addoption("--n-test", type=int, default=None)
@@ -67,6 +74,7 @@ class CellSpec:
     dictionary: str | None
     method: str
     ablation: str
+    error_mode: str
     n_train: int
     n_test: int
 
@@ -74,6 +82,11 @@ class CellSpec:
     def id(self) -> str:
         d = f":{self.dictionary}" if self.dictionary else ""
         return f"{self.task}-{self.basis}@{self.site}{d}-{self.method}"
+
+    @property
+    def label(self) -> str:
+        d = f":{self.dictionary}" if self.dictionary else ""
+        return f"{self.basis}@{self.site}{d}"
 
 
 def _split(value: str) -> list[str]:
@@ -88,8 +101,8 @@ def parse_cells(config) -> list[CellSpec]:
     """Expand the options into cells; bad values fail fast with the valid choices."""
     from bench.attribution import METHODS
     from bench.bases import BASIS_NAMES
+    from bench.protocol import ERROR_MODES, PROTOCOLS
     from bench.sites import SITE_NAMES
-    from bench.sweep import ABLATIONS
     from tasks import list_tasks
 
     opt = config.getoption
@@ -104,8 +117,10 @@ def parse_cells(config) -> list[CellSpec]:
         _fail("task(s)", bad, all_tasks)
     if bad := [m for m in methods if m not in METHODS]:
         _fail("method(s)", bad, METHODS)
-    if opt("--ablation") not in ABLATIONS:
-        _fail("ablation", [opt("--ablation")], ABLATIONS)
+    if opt("--ablation") not in PROTOCOLS:
+        _fail("ablation", [opt("--ablation")], PROTOCOLS)
+    if opt("--error-mode") not in ERROR_MODES:
+        _fail("error mode", [opt("--error-mode")], ERROR_MODES)
     if opt("--dtype") not in DTYPES:
         _fail("dtype", [opt("--dtype")], DTYPES)
     parsed = []
@@ -123,7 +138,9 @@ def parse_cells(config) -> list[CellSpec]:
     if opt("--update-reference") and not opt("--reference"):
         raise pytest.UsageError("--update-reference needs --reference DIR (e.g. baselines/)")
     return [
-        CellSpec(opt("--model"), t, b, s, d, m, opt("--ablation"), n_train, n_test)
+        CellSpec(
+            opt("--model"), t, b, s, d, m, opt("--ablation"), opt("--error-mode"), n_train, n_test
+        )
         for t in tasks
         for (b, s, d) in parsed
         for m in methods
@@ -157,6 +174,7 @@ class Suite:
     bases: dict = field(default_factory=dict)
     references: dict = field(default_factory=dict)
     neuron_cells: dict = field(default_factory=dict)  # per-pair metrics for paired k ratios
+    results: list = field(default_factory=list)  # every cell's SweepResult, for the verdict
     joint_done: set = field(default_factory=set)  # joint groups whose attribution pass ran
     checks: list = field(default_factory=list)
     updated: list = field(default_factory=list)
@@ -226,7 +244,11 @@ def suite() -> Suite:
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     from bench.reference import table
+    from bench.verdict import verdict_text
 
+    if _SUITE.results:
+        terminalreporter.section("sparsebench verdict: is the neuron basis as sparse as SAEs?")
+        terminalreporter.write_line(verdict_text(_SUITE.results))
     if _SUITE.checks:
         moved = [c for c in _SUITE.checks if not c.ok]
         terminalreporter.section("sparsebench reference check")

@@ -3,7 +3,8 @@
 Steps of :func:`compare`:
 
 1. find the reference of a cell: ``<dir>/<model>/<task>__<basis>@<site>[__<dictionary>]__
-   <method>__<ablation>__n<train>x<test>.json`` (one file per cell and split size);
+   <method>__<ablation>[__keep]__n<train>x<test>.json`` (one file per cell and split size;
+   ``__keep`` marks dictionary cells whose error nodes are kept, not the default);
 2. refuse to compare cells whose task version, seed or split sizes differ (regenerate instead);
 3. a scalar passes when it lies inside the reference's bootstrap CI widened by a margin —
    AUC: ±0.02 absolute; k@0.8: ×/÷ 1.25 — so run-to-run float noise passes and a change in
@@ -28,8 +29,9 @@ K_FACTOR = 1.25
 
 def cell_name(r: SweepResult) -> str:
     dictionary = f"__{re.sub(r'[^A-Za-z0-9._-]+', '-', r.dictionary)}" if r.dictionary else ""
+    keep = "__keep" if r.error_mode == "keep" else ""
     return (
-        f"{r.task}__{r.basis}@{r.site}{dictionary}__{r.method}__{r.ablation}"
+        f"{r.task}__{r.basis}@{r.site}{dictionary}__{r.method}__{r.ablation}{keep}"
         f"__n{r.n_train}x{r.n_test}"
     )
 
@@ -60,7 +62,9 @@ def _band(name: str, ref: SweepResult) -> tuple[float | None, float | None]:
 def compare(new: SweepResult, ref: SweepResult) -> list[Check]:
     """Steps 2-3 for one cell."""
     cell = cell_name(new)
-    same = ("task_version", "seed", "n_train", "n_test", "n_nodes", "ablation", "method")
+    same = (
+        "task_version", "seed", "n_train", "n_test", "n_nodes", "ablation", "error_mode", "method"
+    )  # fmt: skip
     diff = [
         f"{k}: {getattr(ref, k)} -> {getattr(new, k)}"
         for k in same

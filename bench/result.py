@@ -16,7 +16,7 @@ from typing import Any
 
 from bench.cache import write_json_atomic
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: protocol and consistency
 
 
 class ResultSchemaError(ValueError):
@@ -32,7 +32,7 @@ class SweepResult:
     basis: str  # neurons | sae | transcoder
     site: str
     method: str  # atp | ig | relp | exact | random
-    ablation: str  # mean | zero | patch
+    ablation: str  # the protocol: patch | mean | zero | marks (unmatched)
     dictionary: str | None  # sae/transcoder source ("local", "release:...", "path:..."), else None
     error_mode: str | None  # sae error nodes: keep | ablate; None for neurons
     # -- the curves on the shared grid (index i is circuit size sizes[i])
@@ -58,6 +58,11 @@ class SweepResult:
     n_train: int
     n_test: int
     seq_len: int
+    # -- the protocol (bench.protocol: references of both stages, error mode, matched) and the
+    # consistency check (zero_score_fraction, n_nonzero, f_nonzero: F of the circuit of every
+    # node with a non-zero score, ≈ 1 under a matched protocol)
+    protocol: dict[str, Any] = field(default_factory=dict)
+    consistency: dict[str, Any] = field(default_factory=dict)
     dictionary_quality: dict[str, Any] | None = None
     versions: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
@@ -90,6 +95,12 @@ class SweepResult:
             for n, f in fields.items()
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         ]
+        if version == 1 and "protocol" not in data:  # v1 always attributed against x′
+            ablation = data.get("ablation")
+            data = {**data, "protocol": {
+                "name": ablation, "attribution_reference": "patch", "ablation_reference": ablation,
+                "matched": ablation == "patch", "error_mode": data.get("error_mode"),
+            }}  # fmt: skip
         missing = [n for n in required if n not in data]
         if missing:
             raise ResultSchemaError(f"{origin}: missing field(s) {', '.join(missing)}")

@@ -2,15 +2,17 @@
 
 Steps (DESIGN.md, "The pipeline"), in three stages so a benchmark can time the middle one:
 
-- :func:`prepare`: (1) validate the cell (basis, site, method, ablation, error mode) and the
+- :func:`prepare`: (1) validate the cell (basis, site, method, protocol, error mode) and the
   dataset; (2) encode the dataset's splits to token ids on the model's device;
-- :func:`measure`: (3) attribute on the train split (:mod:`bench.attribution`; cached on disk
-  when asked, keyed by everything that changes the scores); (4) rank nodes and evaluate the
-  shared size grid on the test split (:mod:`bench.sweep`); both timed;
+- :func:`measure`: (3) attribute on the train split against the protocol's attribution
+  reference (:mod:`bench.attribution`, :mod:`bench.protocol`; cached on disk when asked, keyed
+  by everything that changes the scores, the reference included); (4) rank nodes and evaluate
+  the shared size grid on the test split, ablating to the protocol's ablation reference, plus
+  the consistency circuit of every non-zero-score node (:mod:`bench.sweep`); both timed;
 - :func:`finish`: (5) curves, scalars and bootstrap CIs (:mod:`bench.scores`); (6) bare-torch
   references from the same run — one plain forward of the test batch, one lean forward +
   forward + backward of a train batch — giving ``attribution_ratio`` and ``sweep_ratio``;
-  (7) a SweepResult with seeds, versions and timings.
+  (7) a SweepResult with the protocol, the consistency check, seeds, versions and timings.
 """
 
 from __future__ import annotations
@@ -33,12 +35,18 @@ from bench.attribution import Scores, attribute_many, check_method
 from bench.bases import Basis, make_basis
 from bench.cache import atomic_path, cache_dir
 from bench.models import ModelHandle
+from bench.protocol import (
+    DEFAULT_ERROR_MODE,
+    DEFAULT_PROTOCOL,
+    check_error_mode,
+    get_protocol,
+)
 from bench.result import SweepResult
-from bench.sweep import SweepMetrics, ablation_values, check_ablation, evaluate, node_ranks
+from bench.sweep import SweepMetrics, ablation_values, evaluate, node_ranks
 
 log = logging.getLogger(__name__)
 
-ATTRIBUTION_CODE_VERSION = 2  # bump when a change to attribution code changes scores
+ATTRIBUTION_CODE_VERSION = 3  # bump when a change to attribution code changes scores
 
 
 def library_versions() -> dict[str, str]:
@@ -95,9 +103,9 @@ class Cell:
     basis: str = "neurons"
     site: str = "mlp_acts"
     method: str = "relp"
-    ablation: str = "mean"
+    ablation: str = DEFAULT_PROTOCOL  # the protocol: sets attribution's and the sweep's reference
     dictionary: str | None = None
-    error_mode: str = "keep"
+    error_mode: str = DEFAULT_ERROR_MODE
     sizes: tuple[int, ...] | None = None
     seed: int = 0
     batch_size: int = 32
@@ -134,7 +142,8 @@ def prepare(handle: ModelHandle, ds, cell: Cell, basis: Basis | None = None) -> 
     ``basis``: an already built basis for the cell's basis/site/dictionary (a suite builds each
     once); by default it is made here (a local SAE trains on first use)."""
     check_method(cell.method)
-    check_ablation(cell.ablation, cell.error_mode)
+    get_protocol(cell.ablation)  # raises naming the valid protocols
+    check_error_mode(cell.error_mode)
     if basis is None:
         basis = make_basis(handle.sites, cell.basis, cell.site, cell.dictionary)
     if len(ds.train) == 0 or len(ds.test) == 0:
@@ -162,6 +171,7 @@ def attribution_key(prep: Prepared) -> str:
         "train": hashlib.sha256(ids.tobytes() + answers.cpu().numpy().tobytes()).hexdigest(),
         "basis": prep.basis.describe(),
         "method": c.method,
+        "reference": get_protocol(c.ablation).attribution,
         "seed": c.seed,
         "ig_steps": c.ig_steps if c.method == "ig" else None,
         "batch_size": c.batch_size,
@@ -170,6 +180,11 @@ def attribution_key(prep: Prepared) -> str:
 
 
 JOINT_METHODS = ("atp", "relp")  # one backward pass serves every basis
+
+
+def ref_of(prep: Prepared) -> str:
+    """The reference a cell's attribution scores against."""
+    return get_protocol(prep.cell.ablation).attribution
 
 
 def _load_cached(path: Path | None, prep: Prepared):
@@ -197,6 +212,7 @@ def _attribute_cached(
     if c.method in JOINT_METHODS and cache:
         for other in share:
             same = other.cell.method == c.method and other.handle is prep.handle
+            same = same and ref_of(other) == ref_of(prep)
             same = same and torch.equal(other.train["clean_ids"], prep.train["clean_ids"])
             other_path = cache_dir("attributions") / f"{attribution_key(other)}.pt"
             if same and other is not prep and not other_path.exists():
@@ -204,7 +220,7 @@ def _attribute_cached(
     start = time.perf_counter()
     all_scores = attribute_many(
         prep.handle, [p.basis for p in group], prep.train, c.method, c.batch_size, c.ig_steps,
-        c.seed, progress,
+        c.seed, progress, get_protocol(c.ablation).attribution,
     )  # fmt: skip
     seconds = time.perf_counter() - start
     joint = [p.basis.describe() for p in group]
@@ -233,14 +249,26 @@ def measure(
     grid = sorted(set(c.sizes)) if c.sizes is not None else scores.size_grid(n_nodes)
     if grid[0] < 1 or grid[-1] > n_nodes:
         raise ValueError(f"sizes must lie in 1..{n_nodes} (the number of nodes), got {grid}")
-    values = ablation_values(prep.handle, prep.basis, prep.test, c.ablation)
+    values = ablation_values(prep.handle, prep.basis, prep.test, get_protocol(c.ablation).ablation)
+    n_nonzero = int((flat != 0).sum())
     sm = evaluate(
         prep.handle, prep.basis, prep.test, node_ranks(flat), grid, values, ablate_error,
-        c.masks_per_forward, progress,
+        c.masks_per_forward, progress, k_nonzero=n_nonzero,
     )  # fmt: skip
     t_sweep = time.perf_counter() - start
     extra = {"attribution_joint_bases": joint} if len(joint) > 1 else {}
     return Measured(sc, sm, grid, n_nodes, t_attr, t_sweep, cached, extra)
+
+
+def consistency_check(sm: SweepMetrics, n_nodes: int) -> dict[str, Any]:
+    """DESIGN.md: the fraction of nodes scored exactly 0, and F of the circuit that holds every
+    node with a non-zero score (≈ 1 under a matched protocol)."""
+    f_nz = scores.curve(sm.m_nonzero[None], sm.m_full, sm.m_empty)[0]
+    return {
+        "zero_score_fraction": 1 - sm.k_nonzero / n_nodes,
+        "n_nonzero": sm.k_nonzero,
+        "f_nonzero": float(f_nz),
+    }
 
 
 def finish(
@@ -297,6 +325,7 @@ def finish(
         ratio = scores.paired_k_ratio(mine, theirs, c.n_bootstrap, c.seed)
         extra["k_ratio_vs_neurons"] = {**ratio, "reference": label, "paired": True}
     extra["cell"] = {k: v for k, v in asdict(c).items() if k not in ("sizes",)}
+    error_mode = c.error_mode if prep.basis.has_error else None
     return SweepResult(
         model=prep.handle.name,
         task=ds.task,
@@ -306,7 +335,7 @@ def finish(
         method=c.method,
         ablation=c.ablation,
         dictionary=c.dictionary,
-        error_mode=c.error_mode if prep.basis.has_error else None,
+        error_mode=error_mode,
         n_nodes=ms.n_nodes,
         sizes=[int(k) for k in ms.sizes],
         faithfulness=faith.tolist(),
@@ -327,6 +356,8 @@ def finish(
         n_train=len(ds.train),
         n_test=len(ds.test),
         seq_len=int(prep.train["clean_ids"].shape[1]),
+        protocol=get_protocol(c.ablation).describe(error_mode),
+        consistency=consistency_check(sm, ms.n_nodes),
         dictionary_quality=prep.basis.quality(),
         versions=library_versions(),
         timings=timings,
@@ -340,10 +371,10 @@ def run_sweep(
     basis: str = "neurons",
     site: str = "mlp_acts",
     method: str = "relp",
-    ablation: str = "mean",
+    ablation: str = DEFAULT_PROTOCOL,
     sizes: list[int] | None = None,
     dictionary: str | None = None,
-    error_mode: str = "keep",
+    error_mode: str = DEFAULT_ERROR_MODE,
     seed: int = 0,
     batch_size: int = 32,
     ig_steps: int = 10,
@@ -353,7 +384,11 @@ def run_sweep(
     timing_references: bool = True,
     cache: bool = False,
 ) -> SweepResult:
-    """Attribute on ``ds.train``, sweep circuit sizes on ``ds.test``; see the module docstring."""
+    """Attribute on ``ds.train``, sweep circuit sizes on ``ds.test``; see the module docstring.
+
+    ``ablation`` names the protocol (:data:`bench.protocol.PROTOCOLS`): ``patch`` (default),
+    ``mean`` and ``zero`` use one reference for attribution and ablation; ``marks`` is the
+    unmatched pairing of Marks et al. ``error_mode``: ``ablate`` (default) or ``keep``."""
     cell = Cell(
         basis, site, method, ablation, dictionary, error_mode,
         tuple(sizes) if sizes is not None else None, seed, batch_size, ig_steps, n_bootstrap,

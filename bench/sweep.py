@@ -2,14 +2,18 @@
 
 Steps of :func:`evaluate`:
 
-1. ablation values per layer from the test split (DESIGN.md, "Sweep and scores"): ``mean`` —
-   each unit's mean over the counterfactual test prompts, per position; ``zero``; ``patch`` —
-   the unit's value on the pair's own counterfactual prompt;
+1. ablation values per layer from the test split: the protocol's reference (DESIGN.md,
+   "Attribution baseline and ablation"; :mod:`bench.protocol`): ``patch`` — the unit's value
+   on the pair's own counterfactual prompt; ``mean`` — each unit's mean over the
+   counterfactual test prompts, per position; ``zero``;
 2. rank nodes by |score| (ties broken by node order, so every basis and method is ranked the
    same way); C_k = the k best;
 3. m(M): the unablated model; m(∅): every ablatable node ablated;
 4. for each k of the shared grid, m(C_k) (nodes outside C_k ablated) and m(M∖C_k) (nodes in
-   C_k ablated), several masks per forward: the test batch is repeated once per mask.
+   C_k ablated), several masks per forward: the test batch is repeated once per mask;
+5. the consistency check: m of the circuit holding every node with a non-zero score (≈ m(M)
+   under a matched protocol, since every zero-scored node then sits at its reference or
+   cannot reach the metric).
 
 It returns per-pair metrics; :mod:`bench.scores` turns them into curves and scalars.
 """
@@ -26,40 +30,35 @@ from tqdm.auto import tqdm
 from bench.bases import Basis
 from bench.models import ModelHandle
 from bench.patching import AblationValues, LayerUnits, metric, unit_ablation, unit_values
+from bench.protocol import REFERENCES, mean_units
 
 log = logging.getLogger(__name__)
 
-ABLATIONS = ("mean", "zero", "patch")
-ERROR_MODES = ("keep", "ablate")
-
-
-def check_ablation(ablation: str, error_mode: str) -> None:
-    if ablation not in ABLATIONS:
-        raise ValueError(f"unknown ablation {ablation!r}; valid: {', '.join(ABLATIONS)}")
-    if error_mode not in ERROR_MODES:
-        raise ValueError(f"unknown error mode {error_mode!r}; valid: {', '.join(ERROR_MODES)}")
-
 
 def ablation_values(
-    handle: ModelHandle, basis: Basis, test: dict[str, torch.Tensor], ablation: str
+    handle: ModelHandle, basis: Basis, test: dict[str, torch.Tensor], reference: str
 ) -> AblationValues:
-    """Step 1: what each ablated unit (and error node) becomes, per layer."""
-    with torch.no_grad(), unit_values(handle, basis) as cf:
-        handle.model(input_ids=test["cf_ids"], logits_to_keep=1)
-    layers = range(handle.sites.n_layers)
-
-    def pick(lu: LayerUnits, which: str) -> torch.Tensor | None:
-        t = lu.units if which == "units" else lu.error
-        if t is None:
-            return None
-        if ablation == "mean":
-            return t.mean(0)  # [pos, n]
-        if ablation == "zero":
-            return torch.zeros_like(t[0])
-        return t  # patch: [batch, pos, n]
-
-    units = [pick(cf[layer], "units") for layer in layers]
-    error = [pick(cf[layer], "error") for layer in layers] if basis.has_error else None
+    """Step 1: what each ablated unit (and error node) becomes, per layer: [batch, pos, n]
+    for ``patch``, [pos, n] for ``mean`` and ``zero``."""
+    if reference not in REFERENCES:
+        raise ValueError(f"unknown reference {reference!r}; valid: {', '.join(REFERENCES)}")
+    n = test["cf_ids"].shape[0]
+    if reference == "mean":
+        per_layer = mean_units(handle, basis, test["cf_ids"], batch_size=n)
+    else:
+        with torch.no_grad(), unit_values(handle, basis) as cf:
+            handle.model(input_ids=test["cf_ids"], logits_to_keep=1)
+        per_layer = [cf[layer] for layer in range(handle.sites.n_layers)]
+        if reference == "zero":
+            per_layer = [
+                LayerUnits(
+                    torch.zeros_like(lu.units[0]),
+                    torch.zeros_like(lu.error[0]) if lu.error is not None else None,
+                )
+                for lu in per_layer
+            ]
+    units = [lu.units for lu in per_layer]
+    error = [lu.error for lu in per_layer] if basis.has_error else None
     return AblationValues(units, error)
 
 
@@ -85,6 +84,8 @@ class SweepMetrics:
     m_full: np.ndarray  # [pairs]
     m_empty: np.ndarray  # [pairs]
     n_forwards: int  # forwards of the test batch this cost (one per mask)
+    m_nonzero: np.ndarray | None = None  # [pairs]: m of the circuit of all non-zero scores
+    k_nonzero: int | None = None  # how many nodes have a non-zero score
 
 
 def evaluate(
@@ -97,8 +98,10 @@ def evaluate(
     ablate_error: bool,
     masks_per_forward: int = 8,
     progress: bool = False,
+    k_nonzero: int | None = None,
 ) -> SweepMetrics:
-    """Steps 3-4: per-pair metrics of the full model, the empty circuit and every C_k."""
+    """Steps 3-5: per-pair metrics of the full model, the empty circuit, every C_k and (with
+    ``k_nonzero``, the number of nodes with a non-zero score) the consistency circuit."""
     n_layers, seq, n_units = handle.sites.n_layers, test["clean_ids"].shape[1], basis.n_units()
     n_unit_nodes = n_layers * seq * n_units
     unit_ranks = ranks[:n_unit_nodes].view(n_layers, seq, n_units).to(handle.device)
@@ -110,6 +113,8 @@ def evaluate(
 
     # Each mask is (k, in_circuit_kept): faithfulness keeps rank < k, completeness rank >= k.
     masks = [(0, True)] + [(k, True) for k in sizes] + [(k, False) for k in sizes]
+    if k_nonzero is not None:  # last, so the grid's masks batch exactly as without it
+        masks.append((k_nonzero, True))
     results: list[torch.Tensor] = []
     chunks = [masks[i : i + masks_per_forward] for i in range(0, len(masks), masks_per_forward)]
     for chunk in tqdm(chunks, desc="sweep", disable=not progress):
@@ -124,8 +129,10 @@ def evaluate(
     n = len(sizes)
     return SweepMetrics(
         m_faith=m[1 : 1 + n],
-        m_comp=m[1 + n :],
+        m_comp=m[1 + n : 1 + 2 * n],
         m_full=m_full.double().cpu().numpy(),
         m_empty=m[0],
         n_forwards=len(masks) + 2,  # + the unablated forward + the counterfactual forward
+        m_nonzero=m[1 + 2 * n] if k_nonzero is not None else None,
+        k_nonzero=k_nonzero,
     )

@@ -19,7 +19,10 @@ from bench.run import JOINT_METHODS, Cell, bare_torch_references, finish, measur
 
 
 def _spec(cell) -> Cell:
-    return Cell(cell.basis, cell.site, cell.method, cell.ablation, cell.dictionary)
+    return Cell(
+        basis=cell.basis, site=cell.site, method=cell.method, ablation=cell.ablation,
+        dictionary=cell.dictionary, error_mode=cell.error_mode,
+    )  # fmt: skip
 
 
 def test_cell(benchmark, cell, suite, request):
@@ -53,6 +56,7 @@ def test_cell(benchmark, cell, suite, request):
     if cell.basis != "neurons" and pair_key in suite.neuron_cells:
         ratio_ref = ("neurons@mlp_acts", suite.neuron_cells[pair_key])
     result = finish(prep, measured, references=suite.references[key], k_ratio_reference=ratio_ref)
+    suite.results.append(result)
     benchmark.extra_info["result"] = result.to_dict()
     benchmark.extra_info.update(
         k_at_0_8=result.k_at_0_8,
@@ -61,6 +65,7 @@ def test_cell(benchmark, cell, suite, request):
         sweep_ratio=result.timings.get("sweep_ratio"),
         attribution_cached=result.timings["attribution_cached"],
         k_ratio_vs_neurons=result.extra.get("k_ratio_vs_neurons"),
+        f_nonzero=result.consistency.get("f_nonzero"),
     )
     out = results_dir(config) / result.model / f"{reference.cell_name(result)}.json"
     result.to_json(out)

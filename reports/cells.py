@@ -3,7 +3,7 @@
 Steps:
 
 1. :func:`basis_label` / :func:`cell_label` name a cell ("neurons@mlp_acts relp",
-   "sae@mlp_out(local) relp"), adding the ablation or error mode only when not the default;
+   "sae@mlp_out(local) relp"), adding the protocol or error mode only when not the default;
 2. :func:`sort_results` orders cells canonically (model, task, basis, site, dictionary, method,
    ablation) so figures, legends and tables are deterministic;
 3. :func:`by_task` groups results per (model, task), one figure each;
@@ -48,12 +48,14 @@ def basis_label(r: SweepResult) -> str:
 
 
 def variant_text(ablation: str, error_mode: str | None) -> str:
-    """Ablation and SAE error mode, named only when not the defaults (mean, keep)."""
+    """Protocol and SAE error mode, named only when not the defaults (patch, ablate)."""
     parts = []
-    if ablation != "mean":
-        parts.append(f"{ablation} abl.")
-    if error_mode == "ablate":
-        parts.append("err. ablated")
+    if ablation == "marks":
+        parts.append("marks (unmatched)")
+    elif ablation != "patch":
+        parts.append(f"{ablation} ref.")
+    if error_mode == "keep":
+        parts.append("err. kept (upper bound)")
     return ", ".join(parts)
 
 

@@ -2,7 +2,10 @@
 
 Steps (:func:`index_markdown`):
 
-1. header: how many results from how many files, and a contents list linking every file;
+1. header: how many results from how many files; the verdict per task (:mod:`bench.verdict`:
+   k@0.8 per basis, the paired dictionary / neurons ratio, neurons or SAE sparser); the
+   consistency check, flagging every cell whose circuit of non-zero-score nodes has F < 0.9;
+   a contents list linking every file;
 2. provenance: models, per-task splits (n_train / n_test / seq_len), seeds, ablations, git
    commit(s), library versions (each version seen, with how many results carry it);
 3. figures: per task (PNG shown inline, PDF linked), the summary, and the paper figures when
@@ -19,8 +22,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from bench.result import SweepResult
-from reports.cells import PROPAGATED_FOOTNOTE
+from bench.verdict import verdict_frame
+from reports.cells import PROPAGATED_FOOTNOTE, cell_label
 from reports.load import Inputs
+from reports.tables import CONSISTENCY_FLAG, WARN, to_markdown
 
 
 @dataclass
@@ -59,7 +64,7 @@ def _provenance(results: Sequence[SweepResult]) -> list[str]:
         "",
         f"- **Model(s):** {_distinct([r.model for r in results])}",
         f"- **Seed(s):** {_distinct([r.seed for r in results])}",
-        f"- **Ablation(s):** {_distinct([r.ablation for r in results])}",
+        f"- **Protocol(s):** {_distinct([_protocol(r) for r in results])}",
         f"- **Git commit(s):** {_distinct([r.versions.get('git_commit') for r in results])}",
         "",
         "| model | task | task version | n_train | n_test | seq_len | results |",
@@ -81,6 +86,66 @@ def _provenance(results: Sequence[SweepResult]) -> list[str]:
             seen = ", ".join(f"{v} ({n})" for v, n in sorted(versions[lib].items()))
             lines.append(f"| {lib} | {seen} |")
     return [*lines, ""]
+
+
+def _protocol(r: SweepResult) -> str:
+    p = r.protocol or {}
+    if not p:
+        return r.ablation
+    how = "matched" if p.get("matched") else "UNMATCHED"
+    return f"{r.ablation} (attribution {p.get('attribution_reference')}, ablation " + (
+        f"{p.get('ablation_reference')}, {how})"
+    )
+
+
+TEXT_COLUMNS = ("model", "task", "method", "protocol")
+
+
+def _verdict(results: Sequence[SweepResult]) -> list[str]:
+    frame = verdict_frame(results)
+    if frame.empty:
+        return []
+    lines = [
+        "## Verdict: is the neuron basis as sparse as the dictionaries?",
+        "",
+        to_markdown(frame, n_text=sum(c in TEXT_COLUMNS for c in frame.columns)).rstrip("\n"),
+        "",
+        "k@0.8 [95% CI] per basis; ratio = k@0.8(dictionary) / k@0.8(neurons@mlp_acts) with a "
+        "paired bootstrap 95% CI over test pairs (†: propagated from the two cells' CIs, "
+        "wider); the verdict reads that CI against 1.",
+        "",
+    ]
+    unmatched = sorted({r.ablation for r in results if (r.protocol or {}).get("matched") is False})
+    if unmatched:
+        lines += [
+            f"**Unmatched protocol(s): {', '.join(unmatched)}** — attribution and ablation use "
+            "different references; zero-scored nodes may carry the task (see the consistency "
+            "check).",
+            "",
+        ]
+    return lines
+
+
+def _consistency(results: Sequence[SweepResult]) -> list[str]:
+    checked = [r for r in results if (r.consistency or {}).get("f_nonzero") is not None]
+    if not checked:
+        return []
+    low = [r for r in checked if r.consistency["f_nonzero"] < CONSISTENCY_FLAG]
+    lines = [
+        "## Consistency check",
+        "",
+        f"F of the circuit holding every node with a non-zero score (≈ 1 under a matched "
+        f"protocol): {len(checked) - len(low)} of {len(checked)} cell(s) at or above "
+        f"{CONSISTENCY_FLAG}.",
+        "",
+    ]
+    for r in low:
+        c = r.consistency
+        lines.append(
+            f"- {WARN} **{r.task} {cell_label(r)}**: F(non-zero) = {c['f_nonzero']:.3f}, "
+            f"{c['zero_score_fraction']:.1%} of nodes score exactly 0"
+        )
+    return [*lines, ""] if low else lines
 
 
 def _figure(entry: FigureEntry, level: str = "###") -> list[str]:
@@ -107,6 +172,8 @@ def index_markdown(c: Contents) -> str:
         "Curves: faithfulness F(k) and completeness against circuit size k with bootstrap 95% "
         "CI bands; the dashed line marks F = 0.8.",
         "",
+        *_verdict(results),
+        *_consistency(results),
         "## Contents",
         "",
     ]

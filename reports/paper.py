@@ -10,8 +10,8 @@ Steps:
 3. a missing cell is logged and noted (not an error); a task with none of the cells gets no
    panel; a figure with no panel is not drawn and its note says so (the index lists notes).
 
-Where a cell exists in several variants (ablation, SAE error mode), the default one (mean
-ablation, error nodes kept) is drawn.
+Where a cell exists in several variants (ablation, SAE error mode), the default one (patch
+protocol, error nodes ablated) is drawn.
 """
 
 from __future__ import annotations

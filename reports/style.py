@@ -26,7 +26,7 @@ import matplotlib
 BASIS_ORDER: tuple[str, ...] = ("neurons", "sae", "transcoder")
 SITE_ORDER: tuple[str, ...] = ("mlp_acts", "mlp_out", "resid", "attn_out")
 METHOD_ORDER: tuple[str, ...] = ("relp", "atp", "ig", "exact", "random")
-ABLATION_ORDER: tuple[str, ...] = ("mean", "zero", "patch")
+ABLATION_ORDER: tuple[str, ...] = ("patch", "mean", "zero", "marks")
 
 METHOD_NAMES: dict[str, str] = {
     "relp": "RelP",

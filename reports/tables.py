@@ -3,7 +3,9 @@
 Steps:
 
 1. :func:`scores_frame` gives one numeric row per cell (task x basis(site, dictionary) x method,
-   canonical order) with k@0.8, AUC, CPR, CMD and their CIs, and dictionary quality;
+   canonical order) with k@0.8, AUC, CPR, CMD and their CIs, the consistency check (F of the
+   circuit of every non-zero-score node; flagged below :data:`CONSISTENCY_FLAG`) and
+   dictionary quality;
    :func:`ratios_frame` does the same for the dictionary/neurons k@0.8 ratios;
 2. :func:`scores_display` / :func:`ratios_display` turn them into fixed-format strings
    ("37.2 [25.1, 52.0]", "—" when absent, "n/r" when F never reached 0.8);
@@ -35,6 +37,8 @@ QUALITY_COLUMNS = (
     ("ce_loss_recovered", "CE rec.", "{:.3f}"),
 )
 DAGGER = "†"
+CONSISTENCY_FLAG = 0.9  # F(non-zero) below this: zero-scored nodes carry the task
+WARN = "⚠"
 
 
 def _num(x: Any) -> float | None:
@@ -102,6 +106,8 @@ def scores_frame(results: Sequence[SweepResult]) -> pd.DataFrame:
             "k_at_0_8": _num(r.k_at_0_8),
             "k_at_0_8_lo": _num(k_lo),
             "k_at_0_8_hi": _num(k_hi),
+            "f_nonzero": _num((r.consistency or {}).get("f_nonzero")),
+            "zero_score_fraction": _num((r.consistency or {}).get("zero_score_fraction")),
         }
         for name in ("auc", "cpr", "cmd"):
             lo, hi = _pair(getattr(r, f"{name}_ci"))
@@ -116,7 +122,7 @@ def scores_frame(results: Sequence[SweepResult]) -> pd.DataFrame:
 def scores_display(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     """Strings for Markdown/LaTeX, and how many leading columns are text (left-aligned)."""
     several_models = frame["model"].nunique() > 1
-    variants = (frame["ablation"] != "mean").any() or (frame["error_mode"] == "ablate").any()
+    variants = (frame["ablation"] != "patch").any() or (frame["error_mode"] == "keep").any()
     out: dict[str, list[str]] = {}
     if several_models:
         out["model"] = list(frame["model"])
@@ -140,6 +146,10 @@ def scores_display(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     out["AUC [95% CI]"] = [
         with_ci(fmt_score(a), fmt_score(lo), fmt_score(hi))
         for a, lo, hi in zip(frame["auc"], frame["auc_lo"], frame["auc_hi"], strict=True)
+    ]
+    out["F(non-zero)"] = [
+        fmt_score(x) + (f" {WARN}" if _num(x) is not None and x < CONSISTENCY_FLAG else "")
+        for x in frame["f_nonzero"]
     ]
     out["CPR"] = [fmt_score(x) for x in frame["cpr"]]
     out["CMD"] = [fmt_score(x) for x in frame["cmd"]]

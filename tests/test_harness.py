@@ -188,7 +188,7 @@ def test_random_ranking_is_seeded():
         ({"basis": "neuron"}, r"unknown basis 'neuron'.*valid bases: neurons, sae, transcoder"),
         ({"site": "mlp"}, r"unknown site 'mlp'.*valid sites for llama: mlp_acts"),
         ({"method": "attp"}, r"unknown attribution method 'attp'; valid: atp, ig, relp"),
-        ({"ablation": "resample"}, r"unknown ablation 'resample'; valid: mean, zero, patch"),
+        ({"ablation": "resample"}, r"unknown ablation 'resample'; valid: patch, mean, zero, marks"),
         ({"sizes": [0, 5]}, r"sizes must lie in 1\.\."),
     ],
 )

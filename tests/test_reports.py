@@ -225,7 +225,7 @@ def _error_case(tmp_path: Path, name: str) -> Path:
         del d["faithfulness_ci"]
         return write_json(tmp_path / "in" / "missing.json", d)
     if name == "bench-newer":
-        d["schema_version"] = 2
+        d["schema_version"] = 3
         record = {"machine_info": {}, "benchmarks": [{"name": "t", "extra_info": {"result": d}}]}
         return write_json(tmp_path / "in" / "bench.json", record)
     if name == "empty-dir":
@@ -241,7 +241,7 @@ def _error_case(tmp_path: Path, name: str) -> Path:
     [
         ("newer", r"newer\.json: schema_version 99 is newer"),
         ("missing", r"missing\.json: missing field\(s\) faithfulness_ci"),
-        ("bench-newer", r"bench\.json :: benchmarks\[0\] \(t\): schema_version 2 is newer"),
+        ("bench-newer", r"bench\.json :: benchmarks\[0\] \(t\): schema_version 3 is newer"),
         ("empty-dir", r"no sweep results found in: .*in"),
         ("no-results", r"no sweep results found in: .*other\.json"),
     ],
@@ -322,7 +322,7 @@ def test_several_models_variants_and_unreached_k(tmp_path):
     md = (out / "tables" / "scores.md").read_text()
     assert md.startswith("| model | task | basis | site | dictionary | method | variant |")
     assert (
-        "| smollm2-135m | sva_simple | neurons | mlp_acts | — | relp | zero abl. | n/r [n/r, n/r] |"
+        "| smollm2-135m | sva_simple | neurons | mlp_acts | — | relp | zero ref. | n/r [n/r, n/r] |"
         in md
     )
     assert (out / "figures" / "curves_gemma-3-270m__sva_simple.png").is_file()
@@ -330,3 +330,19 @@ def test_several_models_variants_and_unreached_k(tmp_path):
     assert (out / "figures" / "summary_k08.png").is_file()
     index = (out / "index.md").read_text()
     assert "`gemma-3-270m`, `smollm2-135m`" in index
+
+
+def test_index_opens_with_the_verdict_and_flags_inconsistent_cells(tmp_path):
+    out = tmp_path / "out"
+    build_report([INPUTS], out)
+    index = (out / "index.md").read_text()
+    verdict, consistency = index.index("## Verdict"), index.index("## Consistency check")
+    assert verdict < consistency < index.index("## Contents")
+    section = index[verdict:consistency]
+    row = next(line for line in section.splitlines() if line.startswith("| sva_simple | relp"))
+    assert "neurons sparser" in row or "SAE sparser" in row or "no difference at 95%" in row
+    assert "sae@mlp_out:local / neurons@mlp_acts" in section
+    assert "| random" not in section  # the floor gets no verdict
+    # the fixture's ioi atp cells have F(non-zero) = 0.412: flagged, and only they
+    flagged = [line for line in index[consistency:].splitlines() if line.startswith("- ⚠")]
+    assert len(flagged) == 2 and all("ioi" in f and " atp" in f for f in flagged)

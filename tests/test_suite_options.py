@@ -38,7 +38,7 @@ def test_default_cells_cover_every_task_basis_and_method():
         (("--methods", "relp,gradient"), "unknown method(s) gradient; valid: atp, ig, relp"),
         (("--bases", "neurons@mlp"), "bad basis spec 'neurons@mlp'"),
         (("--bases", "sae@mlp_out"), "needs a dictionary"),
-        (("--ablation", "resample"), "unknown ablation resample; valid: mean, zero, patch"),
+        (("--ablation", "resample"), "unknown ablation resample; valid: patch, mean, zero, marks"),
         (("--update-reference",), "--update-reference needs --reference"),
         (("--dtype", "fp8"), "unknown dtype fp8; valid: auto, float32, bfloat16"),
     ],

@@ -113,12 +113,14 @@ def test_committed_references_cover_the_default_and_quick_suites():
     assert all(cell_name(r) == stem for stem, r in refs.items())
     bases = ["neurons@mlp_acts", "neurons@mlp_out", "sae@mlp_out__local"]
     default = {
-        f"{t.name}__{b}__{m}__mean__n300x32"
+        f"{t.name}__{b}__{m}__patch__n300x32"
         for t in list_tasks()
         for b in bases
         for m in ("relp", "atp", "random")
     }
-    quick = {f"sva_simple__{b}__{m}__mean__n64x24" for b in bases[:2] for m in ("relp", "random")}
+    quick = {f"sva_simple__{b}__{m}__patch__n64x24" for b in bases[:2] for m in ("relp", "random")}
     assert default | quick <= set(refs)
     for r in refs.values():  # F(all) = 1 and F(none) = 0 in every committed curve
         assert r.faithfulness[-1] == pytest.approx(1, abs=1e-6) and r.completeness[-1] == 0
+        # the default protocol is matched, and its consistency check holds in every cell
+        assert r.protocol["matched"] and r.consistency["f_nonzero"] >= 0.9, cell_name(r)

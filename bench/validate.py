@@ -155,8 +155,8 @@ def check_dtype(value: Any, name: str = "dtype", style: str = API) -> None:
     if text in DTYPES:
         return
     raise BadInputError(
-        f"{label(name, value, style)}: unknown or unsupported dtype (models run in floating "
-        f"point); valid: {', '.join(DTYPES)}"
+        f"{label(name, value, style)}: unknown dtype; valid: {', '.join(DTYPES)} (models run "
+        "in floating point)"
     )
 
 
@@ -174,9 +174,9 @@ def check_device(value: Any, name: str = "device", style: str = API) -> None:
 
     try:
         device = torch.device(value)
-    except (RuntimeError, TypeError, ValueError) as err:
+    except (RuntimeError, TypeError, ValueError):
         raise BadInputError(
-            f"{label(name, value, style)}: not a device ({err}); valid: cpu, cuda, cuda:N, mps"
+            f"{label(name, value, style)}: not a device; valid: cpu, cuda, cuda:N, mps"
         ) from None
     if device.type == "cuda":
         if torch.version.cuda is None:

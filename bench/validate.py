@@ -38,6 +38,7 @@ CELL_MINIMUMS = {
 }
 # The test split needs two pairs for bootstrap CIs; the train split one to attribute on.
 SPLIT_MINIMUMS = {"n_train": 1, "n_test": 2}
+WHY = {"n_test": "bootstrap CIs need two test pairs", "n_train": "attribution needs a pair"}
 FLOAT_DTYPES = ("float32", "bfloat16", "float16", "float64")
 DTYPES = ("auto", *FLOAT_DTYPES)
 
@@ -102,7 +103,7 @@ def check_numbers(values: Mapping[str, Any], style: str = API) -> None:
     minimums = {**CELL_MINIMUMS, **SPLIT_MINIMUMS}
     for name, value in values.items():
         if value is not None and name in minimums:
-            check_int(value, name, minimums[name], style=style)
+            check_int(value, name, minimums[name], style=style, why=WHY.get(name, ""))
 
 
 def check_sizes(sizes: Any, n_nodes: int | None = None, style: str = API) -> tuple[int, ...] | None:
@@ -339,3 +340,69 @@ def check_finite_curves(faith, comp, m_full, m_empty, task: str) -> None:
             raise FloatingPointError(
                 f"task {task!r}: {kind} in {n_bad} of {n} {name} values (nothing was written)"
             )
+
+
+# -- command lines (python -m bench ...) ----------------------------------------------------------
+
+
+def check_sweep_args(args: Any) -> None:
+    """``python -m bench sweep``: every option, before the model loads or a byte is written."""
+    from bench.attribution import check_method
+    from bench.bases import BASIS_NAMES
+    from bench.sites import SITE_NAMES
+    from bench.sweep import check_ablation
+
+    names = ("n_train", "n_test", "seed", "batch_size", "ig_steps", "n_bootstrap")
+    check_numbers({n: getattr(args, n) for n in names}, CLI)
+    check_dtype(args.dtype, "dtype", CLI)
+    check_device(args.device, "device", CLI)
+    check_method(args.method)
+    check_ablation(args.ablation, args.error_mode)
+    if args.basis not in BASIS_NAMES:
+        raise BadInputError(f"--basis {args.basis}: unknown basis; valid: {', '.join(BASIS_NAMES)}")
+    if args.site not in SITE_NAMES:
+        raise BadInputError(f"--site {args.site}: unknown site; valid: {', '.join(SITE_NAMES)}")
+    check_output_file(args.out, "out", CLI, inputs={"task_file": args.task_file})
+    if args.task_file:
+        from tasks.load import read_pairs
+
+        if not Path(args.task_file).is_file():
+            raise BadInputError(f"--task-file {args.task_file}: no such file")
+        read_pairs(args.task_file)  # format errors (JSON array, dataset JSON, ...) before loading
+    else:
+        from tasks import get_task
+
+        get_task(args.task)  # an unknown name lists the registered tasks
+
+
+def check_correlate_args(args: Any) -> None:
+    """``python -m bench correlate``."""
+    from bench.attribution import check_method
+
+    check_int(args.n_top, "n_top", 2, style=CLI, why="correlations need two nodes")
+    check_int(args.n_random, "n_random", 0, style=CLI)
+    check_int(args.n_pairs, "n_pairs", 1, style=CLI)
+    check_int(args.seed, "seed", 0, style=CLI)
+    methods = [m for m in args.methods.split(",") if m]
+    if not methods:
+        raise BadInputError(f"--methods {args.methods!r}: give at least one, e.g. relp,atp")
+    for m in methods:
+        check_method(m)
+
+
+def check_compare_args(args: Any) -> None:
+    """``python -m bench compare``: ``--reference`` must be a directory (existing, unless
+    ``--update`` creates it in a writable place)."""
+    ref = Path(args.reference)
+    if ref.exists() and not ref.is_dir():
+        raise BadInputError(
+            f"--reference {args.reference}: is a file; it must be a directory of reference "
+            "results (e.g. baselines)"
+        )
+    if not args.update and not ref.is_dir():
+        raise BadInputError(
+            f"--reference {args.reference}: no such directory; give the directory of reference "
+            "results (e.g. baselines), or create references there with --update"
+        )
+    if args.update:
+        check_writable_parent(ref / "model" / "cell.json", f"--reference {args.reference}")

@@ -406,3 +406,16 @@ def check_compare_args(args: Any) -> None:
         )
     if args.update:
         check_writable_parent(ref / "model" / "cell.json", f"--reference {args.reference}")
+
+
+def check_suite_options(
+    n_train: Any, n_test: Any, results_dir: str | None, reference: str | None
+) -> None:
+    """The suite's (bench/conftest.py) numbers and directories, at collection time."""
+    check_numbers({"n_train": n_train, "n_test": n_test}, CLI)
+    for name, value in (("results_dir", results_dir), ("reference", reference)):
+        if value is not None and Path(value).exists() and not Path(value).is_dir():
+            raise BadInputError(f"{label(name, value, CLI)}: is a file; it must be a directory")
+    if results_dir is not None:
+        check_writable_parent(Path(results_dir) / "model" / "cell.json", label(
+            "results_dir", results_dir, CLI))  # fmt: skip

@@ -131,23 +131,23 @@ def _interleave(pairs: list, key: Callable[[Any], str] | None) -> list:
     return out
 
 
-def _exact_fill(sizes: list[int], n: int) -> list[int] | None:
-    """Indices of items whose sizes sum to exactly ``n``, earlier items first; None if none."""
+def _best_fill(sizes: list[int], n: int) -> list[int]:
+    """Indices of items whose sizes sum to the most that fits in ``n`` (exactly ``n`` when
+    some subset does), taking earlier items first."""
     chosen, total = [], 0
-    for i, size in enumerate(sizes):  # greedy in order: the common case
+    for i, size in enumerate(sizes):  # greedy in order: exact in the common case
         if total + size <= n:
             chosen.append(i)
             total += size
     if total == n:
         return chosen
     mask = (1 << (n + 1)) - 1
-    reach = [0] * (len(sizes) + 1)  # reach[i]: bit s set if sizes[i:] can sum to s
+    reach = [0] * (len(sizes) + 1)  # reach[i]: bit s set if some of sizes[i:] sum to s
     reach[-1] = 1
     for i in range(len(sizes) - 1, -1, -1):
         reach[i] = (reach[i + 1] | (reach[i + 1] << sizes[i])) & mask
-    if not (reach[0] >> n) & 1:
-        return None
-    chosen, left = [], n
+    left = reach[0].bit_length() - 1  # the largest reachable sum <= n
+    chosen = []
     for i, size in enumerate(sizes):
         if left >= size and (reach[i + 1] >> (left - size)) & 1:
             chosen.append(i)
@@ -158,28 +158,23 @@ def _exact_fill(sizes: list[int], n: int) -> list[int] | None:
 def _grouped_split(
     pool: list[Pair], n_train: int, n_test: int, key: Callable[[Pair], str] | None
 ) -> tuple[list[Pair], list[Pair], int]:
-    """(train, test, dropped): whole groups of prompt-sharing pairs to one split each."""
+    """(train, test, dropped): whole groups of prompt-sharing pairs to one split each. When no
+    set of whole groups makes exactly ``n_test``, part of the smallest other group fills the
+    test split and its other members (sharing prompts with test pairs) are dropped."""
     groups: dict[frozenset[str], list[Pair]] = {}
     for p in pool:
         groups.setdefault(_unordered(p), []).append(p)
     ordered = _interleave(list(groups.values()), (lambda g: key(g[0])) if key else None)
-    sizes = [len(g) for g in ordered]
-    picked = _exact_fill(sizes, n_test)
+    picked = set(_best_fill([len(g) for g in ordered], n_test))
+    test = [p for i, g in enumerate(ordered) if i in picked for p in g]
+    rest = [g for i, g in enumerate(ordered) if i not in picked]
     dropped = 0
-    if picked is None:  # no whole groups make n_test: part of the smallest other group fills it
-        picked, total = [], 0
-        for i, size in enumerate(sizes):
-            if total + size <= n_test:
-                picked.append(i)
-                total += size
-    test = [p for i in picked for p in ordered[i]]
-    rest = [g for i, g in enumerate(ordered) if i not in set(picked)]
     if len(test) < n_test and rest:
         part = min(rest, key=len)
         rest.remove(part)
         gap = n_test - len(test)
         test += part[:gap]
-        dropped = len(part) - gap  # they share prompts with test pairs
+        dropped = len(part) - gap
     train = [p for g in rest for p in g][:n_train]
     return train, test, dropped
 

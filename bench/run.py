@@ -31,7 +31,7 @@ import torch
 from bench import scores
 from bench.attribution import Scores, attribute_many, check_method
 from bench.bases import Basis, make_basis
-from bench.cache import CorruptEntryError, cache_dir, load_checked, save_checked
+from bench.cache import CorruptEntryError, cache_root, load_checked, save_checked
 from bench.models import ModelHandle
 from bench.result import SweepResult
 from bench.sweep import SweepMetrics, ablation_values, check_ablation, evaluate, node_ranks
@@ -200,7 +200,7 @@ def _attribute_cached(
     """Scores for ``prep``; with ``share`` (other bases, same model, split and method), one
     joint pass computes and caches theirs too, so their cells find them on disk."""
     c = prep.cell
-    path = cache_dir("attributions") / f"{attribution_key(prep)}.pt" if cache else None
+    path = cache_root() / "attributions" / f"{attribution_key(prep)}.pt" if cache else None
     if (hit := _load_cached(path, prep)) is not None:
         return hit[0], hit[1], True, hit[2]
     group = [prep]
@@ -208,7 +208,7 @@ def _attribute_cached(
         for other in share:
             same = other.cell.method == c.method and other.handle is prep.handle
             same = same and torch.equal(other.train["clean_ids"], prep.train["clean_ids"])
-            other_path = cache_dir("attributions") / f"{attribution_key(other)}.pt"
+            other_path = cache_root() / "attributions" / f"{attribution_key(other)}.pt"
             if same and other is not prep and not other_path.exists():
                 group.append(other)
     start = time.perf_counter()
@@ -223,7 +223,7 @@ def _attribute_cached(
     if cache:
         for p, sc in zip(group, all_scores, strict=True):
             entry = {"units": sc.units, "error": sc.error, "seconds": seconds, "joint": joint}
-            save_checked(entry, cache_dir("attributions") / f"{attribution_key(p)}.pt")
+            save_checked(entry, cache_root() / "attributions" / f"{attribution_key(p)}.pt")
     return all_scores[0], seconds, False, joint
 
 

@@ -261,6 +261,26 @@ def test_api_truncated_model_manifest_is_a_corrupt_entry_and_rebuilt(env, monkey
     assert len(builds) == 2 and manifest.read_text() == text and models._manifest_ok(directory)
 
 
+def test_api_corrupt_cached_corpus_is_rebuilt_with_the_same_hash(env, monkeypatch, caplog):
+    import bz2
+
+    from baselines import corpus as corpus_mod
+
+    page = ("<page><ns>0</ns><text>Ada Lovelace was an English mathematician and writer known "
+            "for her notes.\nHer father was the poet Lord Byron, and she had no other kids."
+            "</text></page>")  # fmt: skip
+    dump = env.work / "dump.xml.bz2"
+    dump.write_bytes(bz2.compress(page.encode()))
+    monkeypatch.setattr(corpus_mod, "fetch_dump", lambda: dump)
+    first = corpus_mod.wikipedia_corpus()
+    (cached,) = (env.cache / "corpus").glob("*.txt")
+    cached.write_text(cached.read_text().replace("Byron", "Bryon"))  # silent bit rot
+    with caplog.at_level(logging.WARNING, logger="baselines.corpus"):
+        again = corpus_mod.wikipedia_corpus()
+    assert str(cached) in caplog.text and "does not match its sha256" in caplog.text
+    assert again.sha256 == first.sha256 and "Byron" in cached.read_text()
+
+
 TINY_SAE = training.TrainConfig(
     width=32, k=4, n_tokens=1024, ctx=9, batch_tokens=128, windows_per_forward=8,
     forwards_per_chunk=2, n_checkpoints=0, forward_dtype="float32", autocast=False,

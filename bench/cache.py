@@ -18,12 +18,16 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 def cache_root() -> Path:
@@ -62,6 +66,31 @@ def _inside_cache(path: Path) -> bool:
     return True
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (another user's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_stale_temporaries(target: Path) -> None:
+    """Temporaries of ``target`` left by writers that were killed (their pid is gone)."""
+    pattern = re.compile(rf"^\.{re.escape(target.name)}\.(\d+)-[A-Za-z0-9_]+\.tmp$")
+    for d in target.parent.glob(f".{glob_escape(target.name)}.*.tmp"):
+        m = pattern.match(d.name)
+        if m and d.is_dir() and not d.is_symlink() and not pid_alive(int(m.group(1))):
+            shutil.rmtree(d, ignore_errors=True)
+            log.info("removed %s, left by an interrupted write", d)
+
+
+def glob_escape(name: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", name)
+
+
 @contextlib.contextmanager
 def atomic_path(target: Path, kind: str | None = None) -> Iterator[Path]:
     """Yield a temporary path next to ``target``; rename it onto ``target`` on success.
@@ -72,7 +101,8 @@ def atomic_path(target: Path, kind: str | None = None) -> Iterator[Path]:
     is renamed. A directory replaces an existing one only inside the cache (a corrupt entry
     being rebuilt); elsewhere it is refused (``FileExistsError``): nothing that sparsebench
     did not create is ever removed. On an exception the temporary is removed and ``target`` is
-    left untouched.
+    left untouched; a temporary left by a killed writer (its pid is gone) is removed by the next
+    write to the same target.
     """
     target = Path(target)
     if kind not in (None, "file", "dir"):
@@ -83,7 +113,9 @@ def atomic_path(target: Path, kind: str | None = None) -> Iterator[Path]:
             f"(give a file path, e.g. {target / 'result.json'})"
         )
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    _remove_stale_temporaries(target)
+    prefix = f".{target.name}.{os.getpid()}-"  # the pid tells a later run whether it is stale
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=target.parent))
     tmp_target = tmp / target.name
     try:
         yield tmp_target

@@ -26,6 +26,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from bench.cache import pid_alive
 from reports import figures, paper, tables
 from reports.cells import by_task, file_stem, k_ratios, task_title
 from reports.index import RATIO_FOOTNOTE, Contents, FigureEntry, TableEntry, index_markdown
@@ -112,16 +113,6 @@ def install(staging: Path, out_dir: Path, files: Sequence[Path]) -> None:
         os.replace(staging / rel, target)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's live process
-        return True
-    return True
-
-
 def remove_stale_staging(out: Path) -> list[Path]:
     """Remove staging directories of ``out`` left by killed runs (their process is gone;
     names without a pid come from versions that did not record one). Returns those removed."""
@@ -134,7 +125,7 @@ def remove_stale_staging(out: Path) -> list[Path]:
         if not m or not d.is_dir() or d.is_symlink():
             continue
         pid = int(m.group(1)) if m.group(1) else None
-        if pid is not None and (pid == os.getpid() or _alive(pid)):
+        if pid is not None and (pid == os.getpid() or pid_alive(pid)):
             continue  # a run in progress
         shutil.rmtree(d, ignore_errors=True)
         log.warning("removed %s, left behind by an interrupted report run", d)

@@ -184,6 +184,27 @@ def test_api_atomic_writes_never_remove_a_directory_they_did_not_create(env):
     assert env.snap() == before
 
 
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_api_temporaries_of_killed_writers_are_removed_by_the_next_write(env):
+    from bench.cache import write_json_atomic
+
+    target = env.cache / "attributions" / "entry.json"
+    dead = target.parent / f".entry.json.{_dead_pid()}-k1ll3d.tmp"
+    live = target.parent / f".entry.json.{os.getppid()}-busy00.tmp"  # a writer still going
+    other = target.parent / f".other.json.{_dead_pid()}-k1ll3d.tmp"  # another target's
+    for d in (dead, live, other):
+        d.mkdir(parents=True)
+        (d / d.name.split(".tmp")[0]).write_text("half written")
+    write_json_atomic(target, {"ok": 1})
+    assert json.loads(target.read_text()) == {"ok": 1}
+    assert not dead.exists() and live.exists() and other.exists()
+
+
 def test_cli_compare_with_a_reference_that_is_a_file_is_refused(env, capsys):
     (env.work / "baselines").write_text("not a directory")
     before = env.snap()
@@ -739,9 +760,7 @@ def test_reports_remove_staging_directories_left_by_a_killed_run(env):
     from reports import build_report
 
     d = _report_inputs(env)
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    stale = env.work / f".report.partial-{dead.pid}-k1ll3d"
+    stale = env.work / f".report.partial-{_dead_pid()}-k1ll3d"
     legacy = env.work / ".report.partial-q8z1x0ab"  # from a version without pids
     live = env.work / f".report.partial-{os.getppid()}-busy00"  # a run still going
     for s in (stale, legacy, live):

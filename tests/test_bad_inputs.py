@@ -255,6 +255,41 @@ def test_api_bit_flipped_attribution_entry_is_detected_and_recomputed(env, caplo
     assert torch.equal(load_checked(entry)["units"], good["units"])  # rewritten whole
 
 
+KILLED_RUN = """
+import os, signal, sys
+sys.path.insert(0, {tests!r})
+import torch
+from _tiny_data import dataset, tiny_handle
+from bench import run_sweep
+h, ds = tiny_handle("llama"), dataset()
+run_sweep(h, ds, site="mlp_acts", method="atp", cache=True, n_bootstrap=20,
+          timing_references=False)
+real_save = torch.save
+def save_then_die(obj, f, *args, **kwargs):  # kill -9 in the middle of writing an entry
+    with open(f, "wb") as out:
+        out.write(b"half an entry")
+    os.kill(os.getpid(), signal.SIGKILL)
+torch.save = save_then_die
+run_sweep(h, ds, site="mlp_out", method="atp", cache=True, n_bootstrap=20,
+          timing_references=False)
+"""
+
+
+def test_api_work_finished_before_a_kill_9_is_served_from_the_cache(env):
+    code = KILLED_RUN.format(tests=str(Path(__file__).parent))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    entries = sorted((env.cache / "attributions").glob("*.pt"))
+    leftovers = sorted((env.cache / "attributions").glob(".*.tmp"))
+    assert len(entries) == 1 and len(leftovers) == 1  # the finished cell; the killed write
+    h, ds = tiny_handle("llama"), dataset()
+    kw = dict(method="atp", cache=True, **FAST)
+    assert run_sweep(h, ds, site="mlp_acts", **kw).timings["attribution_cached"]  # served
+    assert not run_sweep(h, ds, site="mlp_out", **kw).timings["attribution_cached"]
+    assert len(list((env.cache / "attributions").glob("*.pt"))) == 2
+    assert not list((env.cache / "attributions").glob(".*.tmp"))  # the killed write's, removed
+
+
 def test_api_truncated_model_manifest_is_a_corrupt_entry_and_rebuilt(env, monkeypatch, caplog):
     from bench import models
 

@@ -90,7 +90,6 @@ def parse_cells(config) -> list[CellSpec]:
     from bench.bases import BASIS_NAMES
     from bench.sites import SITE_NAMES
     from bench.sweep import ABLATIONS
-    from bench.validate import BadInputError, check_suite_options
     from tasks import list_tasks
 
     opt = config.getoption
@@ -102,6 +101,8 @@ def parse_cells(config) -> list[CellSpec]:
     n_train, n_test = QUICK["n"] if quick else DEFAULT_N
     n_train = n_train if opt("--n-train") is None else opt("--n-train")  # 0 is not "unset"
     n_test = n_test if opt("--n-test") is None else opt("--n-test")
+    from bench.validate import BadInputError, check_suite_options
+
     try:
         check_suite_options(n_train, n_test, opt("--results-dir"), opt("--reference"))
     except BadInputError as err:

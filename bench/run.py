@@ -28,24 +28,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench import scores
+from bench import scores, validate
 from bench.attribution import Scores, attribute_many, check_method
 from bench.bases import Basis, make_basis
 from bench.cache import CorruptEntryError, cache_root, load_checked, save_checked
 from bench.models import ModelHandle
 from bench.result import SweepResult
 from bench.sweep import SweepMetrics, ablation_values, check_ablation, evaluate, node_ranks
-from bench.validate import (
-    check_cell,
-    check_finite_curves,
-    check_finite_metrics,
-    check_finite_scores,
-    check_sizes,
-)
 
 log = logging.getLogger(__name__)
 
-ATTRIBUTION_CODE_VERSION = 3  # bump when a change to attribution code changes scores (3: checksum)
+ATTRIBUTION_CODE_VERSION = 2  # bump when a change to attribution code changes scores
 
 
 def library_versions() -> dict[str, str]:
@@ -142,7 +135,7 @@ def prepare(handle: ModelHandle, ds, cell: Cell, basis: Basis | None = None) -> 
     once); by default it is made here (a local SAE trains on first use)."""
     check_method(cell.method)
     check_ablation(cell.ablation, cell.error_mode)
-    check_cell(cell)  # numbers in range, before a basis is built or anything is cached
+    validate.check_cell(cell)  # numbers in range, before a basis is built or anything is cached
     if basis is None:
         basis = make_basis(handle.sites, cell.basis, cell.site, cell.dictionary)
     if len(ds.train) == 0 or len(ds.test) == 0:
@@ -155,7 +148,7 @@ def prepare(handle: ModelHandle, ds, cell: Cell, basis: Basis | None = None) -> 
     enc = ds.encode(handle.tokenizer)
     train = {k: v.to(handle.device) for k, v in enc["train"].items()}
     test = {k: v.to(handle.device) for k, v in enc["test"].items()}
-    check_cell(cell, basis, handle.sites.n_layers, int(test["clean_ids"].shape[1]))  # sizes
+    validate.check_cell(cell, basis, handle.sites.n_layers, test["clean_ids"].shape[1])  # sizes
     return Prepared(handle, ds, cell, basis, train, test)
 
 
@@ -187,10 +180,10 @@ def _load_cached(path: Path | None, prep: Prepared):
     try:
         saved = load_checked(path, map_location=prep.handle.device)  # verifies its sha256
         sc = Scores(saved["units"], saved["error"], prep.cell.method)
-        check_finite_scores(sc.units, sc.error, f"in cache entry {path}")
+        validate.check_finite_scores(sc.units, sc.error, f"in cache entry {path}")
         return sc, saved["seconds"], saved.get("joint", [prep.basis.describe()])
     except (CorruptEntryError, FloatingPointError, KeyError) as err:  # recomputed, not trusted
-        log.warning("attribution cache entry is corrupt (%s); recomputing it", err)
+        log.warning("attribution cache entry cannot be trusted (%s); recomputing it", err)
         return None
 
 
@@ -219,7 +212,9 @@ def _attribute_cached(
     seconds = time.perf_counter() - start
     joint = [p.basis.describe() for p in group]
     for p, sc in zip(group, all_scores, strict=True):  # before anything is cached
-        check_finite_scores(sc.units, sc.error, f"({p.cell.method}, {p.cell.basis}@{p.cell.site})")
+        validate.check_finite_scores(
+            sc.units, sc.error, f"({p.cell.method}, {p.cell.basis}@{p.cell.site})"
+        )
     if cache:
         for p, sc in zip(group, all_scores, strict=True):
             entry = {"units": sc.units, "error": sc.error, "seconds": seconds, "joint": joint}
@@ -249,7 +244,7 @@ def measure(
         prep.handle, prep.basis, prep.test, node_ranks(flat), grid, values, ablate_error,
         c.masks_per_forward, progress,
     )  # fmt: skip
-    check_finite_metrics(sm, f"on the test split of {prep.ds.task!r}")  # before any result
+    validate.check_finite_metrics(sm, f"on the test split of {prep.ds.task!r}")  # before any result
     t_sweep = time.perf_counter() - start
     extra = {"attribution_joint_bases": joint} if len(joint) > 1 else {}
     return Measured(sc, sm, grid, n_nodes, t_attr, t_sweep, cached, extra)
@@ -273,7 +268,7 @@ def finish(
     sz = np.asarray(ms.sizes)
     faith = scores.curve(sm.m_faith, sm.m_full, sm.m_empty)
     comp = scores.curve(sm.m_comp, sm.m_full, sm.m_empty)
-    check_finite_curves(faith, comp, sm.m_full, sm.m_empty, ds.task)
+    validate.check_finite_curves(faith, comp, sm.m_full, sm.m_empty, ds.task)
     point = scores.scalars(sz, faith, ms.n_nodes)
     ci = scores.bootstrap(
         sz, sm.m_faith, sm.m_comp, sm.m_full, sm.m_empty, ms.n_nodes, c.n_bootstrap, c.seed
@@ -369,7 +364,7 @@ def run_sweep(
     """Attribute on ``ds.train``, sweep circuit sizes on ``ds.test``; see the module docstring."""
     cell = Cell(
         basis, site, method, ablation, dictionary, error_mode,
-        check_sizes(sizes), seed, batch_size, ig_steps, n_bootstrap,
+        validate.check_sizes(sizes), seed, batch_size, ig_steps, n_bootstrap,
         masks_per_forward,
     )  # fmt: skip
     prep = prepare(handle, ds, cell)

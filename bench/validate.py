@@ -350,14 +350,12 @@ def check_sweep_args(args: Any) -> None:
     from bench.attribution import check_method
     from bench.bases import BASIS_NAMES
     from bench.sites import SITE_NAMES
-    from bench.sweep import check_ablation
 
     names = ("n_train", "n_test", "seed", "batch_size", "ig_steps", "n_bootstrap")
     check_numbers({n: getattr(args, n) for n in names}, CLI)
     check_dtype(args.dtype, "dtype", CLI)
     check_device(args.device, "device", CLI)
-    check_method(args.method)
-    check_ablation(args.ablation, args.error_mode)
+    check_method(args.method)  # the ablation protocol and error mode: in run.prepare
     if args.basis not in BASIS_NAMES:
         raise BadInputError(f"--basis {args.basis}: unknown basis; valid: {', '.join(BASIS_NAMES)}")
     if args.site not in SITE_NAMES:

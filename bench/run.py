@@ -133,9 +133,9 @@ def prepare(handle: ModelHandle, ds, cell: Cell, basis: Basis | None = None) -> 
 
     ``basis``: an already built basis for the cell's basis/site/dictionary (a suite builds each
     once); by default it is made here (a local SAE trains on first use)."""
+    validate.check_cell(cell)  # numbers in range, before a basis is built or anything is cached
     check_method(cell.method)
     check_ablation(cell.ablation, cell.error_mode)
-    validate.check_cell(cell)  # numbers in range, before a basis is built or anything is cached
     if basis is None:
         basis = make_basis(handle.sites, cell.basis, cell.site, cell.dictionary)
     if len(ds.train) == 0 or len(ds.test) == 0:

@@ -539,14 +539,26 @@ def test_baselines_cli_numbers_and_layer_ranges_are_refused(
 
 
 class FakeConfig:
-    """What ``parse_cells`` reads of a pytest config: the suite's options."""
+    """What ``parse_cells`` reads of a pytest config: the suite's options, with the defaults
+    its own ``pytest_addoption`` declares."""
 
     def __init__(self, **options):
-        self.options = {"--model": "smollm2-135m", "--tasks": None, "--bases": None,
-                        "--methods": None, "--ablation": "mean", "--dtype": "auto",
-                        "--n-train": None, "--n-test": None, "--quick": False,
-                        "--reference": None, "--update-reference": False,
-                        "--results-dir": ".benchmarks/results", **options}  # fmt: skip
+        from bench.conftest import pytest_addoption
+
+        class Parser:
+            def __init__(self):
+                self.defaults = {}
+
+            def getgroup(self, name):
+                return self
+
+            def addoption(self, name, default=None, action=None, **kwargs):
+                flag = action == "store_true" and default is None
+                self.defaults[name] = False if flag else default
+
+        parser = Parser()
+        pytest_addoption(parser)
+        self.options = {**parser.defaults, **options}
 
     def getoption(self, name, default=None):
         return self.options.get(name, default)

@@ -23,14 +23,39 @@ from dataclasses import replace
 from pathlib import Path
 
 
-def _layers(text: str | None) -> list[int] | None:
-    if not text:
+def _layers(text: str | None, n_layers: int | None = None) -> list[int] | None:
+    """``--layers 0-3,7`` as a sorted list; a malformed or out-of-range part is refused."""
+    if text is None:
         return None
+    top = f"0..{n_layers - 1}" if n_layers else "0..n_layers-1"
+    usage = f"write layers and ascending ranges such as 0-3,7 (layers {top})"
     out: list[int] = []
     for part in text.split(","):
-        lo, _, hi = part.partition("-")
-        out += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
+        lo, dash, hi = part.strip().partition("-")
+        if not lo.isdigit() or (dash and not hi.isdigit()):
+            raise ValueError(f"--layers {text}: malformed part {part!r}; {usage}")
+        first, last = int(lo), int(hi) if dash else int(lo)
+        if last < first:
+            raise ValueError(f"--layers {text}: range {part!r} runs backwards; {usage}")
+        if n_layers is not None and last >= n_layers:
+            raise ValueError(f"--layers {text}: layer {last} does not exist; {usage}")
+        out += list(range(first, last + 1))
     return sorted(set(out))
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    """Every number of ``train``/``quality`` in range, before the model loads."""
+    from bench.validate import check_int
+
+    if args.threads is not None:
+        check_int(args.threads, "--threads", 1)
+    if args.command == "quality":
+        check_int(args.ctx, "--ctx", args.skip_first + 1 if args.skip_first >= 0 else 1)
+        check_int(args.skip_first, "--skip-first", 0, args.ctx - 1)
+        check_int(args.eval_tokens, "--eval-tokens", 1)
+        check_int(args.ce_tokens, "--ce-tokens", 1)
+    else:
+        _layers(args.layers)  # malformed ranges; their upper end once the model is known
 
 
 def quality_table(quality: dict) -> str:
@@ -68,7 +93,6 @@ def _train(args: argparse.Namespace) -> int:
     from baselines import training
     from bench import load_model
 
-    handle = load_model(args.model, device=args.device)
     changes = {
         "width": args.width,
         "k": args.k,
@@ -78,9 +102,12 @@ def _train(args: argparse.Namespace) -> int:
         "lr": args.lr,
     }
     cfg = replace(training.DEFAULT_CONFIG, **{k: v for k, v in changes.items() if v is not None})
+    training.check_config(cfg, training.CLI_NAMES)  # before the model loads
+    handle = load_model(args.model, device=args.device)
+    layers = _layers(args.layers, handle.sites.n_layers)
     start = time.perf_counter()
     entry = training.train_local(
-        handle, args.site, _layers(args.layers), cfg, progress=not args.quiet
+        handle, args.site, layers, cfg, progress=not args.quiet, names=training.CLI_NAMES
     )
     quality = json.loads((entry / "quality.json").read_text())
     training = quality.get("training", {})
@@ -158,13 +185,14 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     try:
+        _check_numbers(args)
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
         return _train(args) if args.command == "train" else _quality(args)
-    except (ValueError, RuntimeError, FileNotFoundError) as err:
+    except (ValueError, RuntimeError, OSError, FloatingPointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -200,12 +200,36 @@ def parse_dump(xml: str) -> list[str]:
     return out
 
 
+CHECKSUM_HEADER = "sparsebench-sha256 "
+
+
+def _read_checked_text(path: Path) -> str | None:
+    """The text of a cache file written with a first line ``sparsebench-sha256 <hex>``;
+    None (with a warning if it exists) when it is missing or does not match."""
+    if not path.exists():
+        return None
+    try:
+        header, _, text = path.read_text(encoding="utf-8").partition("\n")
+    except (OSError, UnicodeDecodeError) as err:
+        log.warning("cached corpus %s is unreadable (%s); rebuilding it", path, err)
+        return None
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    if header != CHECKSUM_HEADER + digest:
+        log.warning("cached corpus %s does not match its sha256; rebuilding it", path)
+        return None
+    return text
+
+
 def wikipedia_corpus() -> Corpus:
-    """The default corpus (module docstring), cleaned once and cached as text."""
+    """The default corpus (module docstring), cleaned once and cached as text with its sha256
+    (verified on every read; a corrupt copy is rebuilt from the verified dump)."""
     name = f"enwiki-gensim-4.4.0-clean{CLEANER_VERSION}"
-    cached = cache_dir("corpus") / f"{name}.txt"
-    if not cached.exists():
+    cached = cache_dir("corpus") / f"{name}.checked.txt"
+    text = _read_checked_text(cached)
+    if text is None:
         xml = bz2.decompress(fetch_dump().read_bytes()).decode("utf-8")
-        with atomic_path(cached) as tmp:
-            tmp.write_text("\n".join(parse_dump(xml)), encoding="utf-8")
-    return Corpus(name, tuple(cached.read_text(encoding="utf-8").split("\n")))
+        text = "\n".join(parse_dump(xml))
+        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        with atomic_path(cached, kind="file") as tmp:
+            tmp.write_text(f"{CHECKSUM_HEADER}{digest}\n{text}", encoding="utf-8")
+    return Corpus(name, tuple(text.split("\n")))

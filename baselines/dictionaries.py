@@ -237,6 +237,13 @@ def _prepare(sae, sites: SiteTable):
 # -- path: ---------------------------------------------------------------------------------------
 
 
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except ValueError as err:
+        raise ValueError(f"{path}: not valid JSON ({err}); fix or remove it") from None
+
+
 def read_dir_configs(directory: Path) -> dict[Path, dict[str, Any]]:
     """Every ``<directory>/*/cfg.json`` (sae-lens's own layout), by sub-directory."""
     from sae_lens.constants import SAE_CFG_FILENAME
@@ -246,7 +253,7 @@ def read_dir_configs(directory: Path) -> dict[Path, dict[str, Any]]:
     if not directory.is_dir():
         raise FileNotFoundError(f"dictionary directory {directory} does not exist")
     found = {  # older sae-lens layouts converted as sae-lens's own loader does
-        p.parent: handle_config_defaulting(json.loads(p.read_text()))
+        p.parent: handle_config_defaulting(_read_json(p))
         for p in sorted(directory.glob(f"*/{SAE_CFG_FILENAME}"))
     }
     if not found:
@@ -304,7 +311,7 @@ def load_path(sites: SiteTable, basis: str, site: str, directory: str):
     root = Path(directory).expanduser()
     saes = every_layer(sites, load_dir(sites, basis, site, root), f"dictionary directory {root}")
     quality_file = root / "quality.json"
-    quality = json.loads(quality_file.read_text()) if quality_file.exists() else None
+    quality = _read_json(quality_file) if quality_file.exists() else None
     return saes, {"source": f"path:{root.resolve()}"}, quality
 
 

@@ -103,5 +103,10 @@ def load_release(
         saes.append(sae)
     source = {"source": f"release:{release}", "sae_ids": chosen}
     qpath = quality_path(release, selector, basis, site)
-    quality = json.loads(qpath.read_text()) if qpath.exists() else None
+    quality = None
+    if qpath.exists():
+        try:
+            quality = json.loads(qpath.read_text())
+        except (OSError, ValueError) as err:  # a damaged cache file: ignored, not fatal
+            log.warning("cached quality %s is unreadable (%s); ignoring it", qpath, err)
     return saes, source, quality

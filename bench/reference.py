@@ -59,8 +59,11 @@ def _band(name: str, ref: SweepResult) -> tuple[float | None, float | None]:
     return (lo / K_FACTOR if lo is not None else None, hi * K_FACTOR if hi is not None else None)
 
 
-def compare(new: SweepResult, ref: SweepResult) -> list[Check]:
-    """Steps 2-3 for one cell."""
+def compare(
+    new: SweepResult, ref: SweepResult, update_flag: str = "--update-reference"
+) -> list[Check]:
+    """Steps 2-3 for one cell; ``update_flag``: how the caller regenerates references (the
+    suite's ``--update-reference``, ``python -m bench compare``'s ``--update``)."""
     cell = cell_name(new)
     same = (
         "task_version", "seed", "n_train", "n_test", "n_nodes", "ablation", "error_mode", "method"
@@ -71,7 +74,7 @@ def compare(new: SweepResult, ref: SweepResult) -> list[Check]:
         if getattr(ref, k) != getattr(new, k)
     ]
     if diff:
-        note = "not comparable (" + "; ".join(diff) + "); regenerate with --update-reference"
+        note = "not comparable (" + "; ".join(diff) + f"); regenerate with {update_flag}"
         return [Check(cell, "cell", None, None, None, None, False, note)]
     out = []
     for name, r_val, n_val in (("auc", ref.auc, new.auc), ("k@0.8", ref.k_at_0_8, new.k_at_0_8)):
@@ -84,13 +87,15 @@ def compare(new: SweepResult, ref: SweepResult) -> list[Check]:
     return out
 
 
-def check_against(directory: str | Path, new: SweepResult) -> list[Check]:
+def check_against(
+    directory: str | Path, new: SweepResult, update_flag: str = "--update-reference"
+) -> list[Check]:
     """Steps 1-3: a missing reference is a failed check that says how to create it."""
     path = reference_path(directory, new)
     if not path.exists():
-        note = f"no reference at {path}; create it with --update-reference"
+        note = f"no reference at {path}; create it with {update_flag}"
         return [Check(cell_name(new), "cell", None, None, None, None, False, note)]
-    return compare(new, SweepResult.from_json(path))
+    return compare(new, SweepResult.from_json(path), update_flag)
 
 
 def update(directory: str | Path, new: SweepResult) -> Path:

@@ -76,7 +76,7 @@ class SweepResult:
         """The JSON text; with ``path``, also written atomically there."""
         data = self.to_dict()
         if path is not None:
-            write_json_atomic(Path(path), data)
+            write_json_atomic(path, data)  # as given: a trailing '/' is refused
         return json.dumps(data, indent=2)
 
     @classmethod

@@ -30,10 +30,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench import scores
+from bench import scores, validate
 from bench.attribution import Scores, attribute_many, check_method
 from bench.bases import Basis, make_basis
-from bench.cache import atomic_path, cache_dir
+from bench.cache import CorruptEntryError, cache_root, load_checked, save_checked
 from bench.models import ModelHandle
 from bench.protocol import (
     DEFAULT_ERROR_MODE,
@@ -141,6 +141,7 @@ def prepare(handle: ModelHandle, ds, cell: Cell, basis: Basis | None = None) -> 
 
     ``basis``: an already built basis for the cell's basis/site/dictionary (a suite builds each
     once); by default it is made here (a local SAE trains on first use)."""
+    validate.check_cell(cell)  # numbers in range, before a basis is built or anything is cached
     check_method(cell.method)
     get_protocol(cell.ablation)  # raises naming the valid protocols
     check_error_mode(cell.error_mode)
@@ -156,6 +157,7 @@ def prepare(handle: ModelHandle, ds, cell: Cell, basis: Basis | None = None) -> 
     enc = ds.encode(handle.tokenizer)
     train = {k: v.to(handle.device) for k, v in enc["train"].items()}
     test = {k: v.to(handle.device) for k, v in enc["test"].items()}
+    validate.check_cell(cell, basis, handle.sites.n_layers, test["clean_ids"].shape[1])  # sizes
     return Prepared(handle, ds, cell, basis, train, test)
 
 
@@ -191,11 +193,12 @@ def _load_cached(path: Path | None, prep: Prepared):
     if path is None or not path.exists():
         return None
     try:
-        saved = torch.load(path, map_location=prep.handle.device)
+        saved = load_checked(path, map_location=prep.handle.device)  # verifies its sha256
         sc = Scores(saved["units"], saved["error"], prep.cell.method)
+        validate.check_finite_scores(sc.units, sc.error, f"in cache entry {path}")
         return sc, saved["seconds"], saved.get("joint", [prep.basis.describe()])
-    except Exception as err:  # a damaged entry is recomputed, not trusted
-        log.warning("attribution cache entry %s unreadable (%s); recomputing", path, err)
+    except (CorruptEntryError, FloatingPointError, KeyError) as err:  # recomputed, not trusted
+        log.warning("attribution cache entry cannot be trusted (%s); recomputing it", err)
         return None
 
 
@@ -205,7 +208,7 @@ def _attribute_cached(
     """Scores for ``prep``; with ``share`` (other bases, same model, split and method), one
     joint pass computes and caches theirs too, so their cells find them on disk."""
     c = prep.cell
-    path = cache_dir("attributions") / f"{attribution_key(prep)}.pt" if cache else None
+    path = cache_root() / "attributions" / f"{attribution_key(prep)}.pt" if cache else None
     if (hit := _load_cached(path, prep)) is not None:
         return hit[0], hit[1], True, hit[2]
     group = [prep]
@@ -214,7 +217,7 @@ def _attribute_cached(
             same = other.cell.method == c.method and other.handle is prep.handle
             same = same and ref_of(other) == ref_of(prep)
             same = same and torch.equal(other.train["clean_ids"], prep.train["clean_ids"])
-            other_path = cache_dir("attributions") / f"{attribution_key(other)}.pt"
+            other_path = cache_root() / "attributions" / f"{attribution_key(other)}.pt"
             if same and other is not prep and not other_path.exists():
                 group.append(other)
     start = time.perf_counter()
@@ -224,11 +227,14 @@ def _attribute_cached(
     )  # fmt: skip
     seconds = time.perf_counter() - start
     joint = [p.basis.describe() for p in group]
+    for p, sc in zip(group, all_scores, strict=True):  # before anything is cached
+        validate.check_finite_scores(
+            sc.units, sc.error, f"({p.cell.method}, {p.cell.basis}@{p.cell.site})"
+        )
     if cache:
         for p, sc in zip(group, all_scores, strict=True):
-            with atomic_path(cache_dir("attributions") / f"{attribution_key(p)}.pt") as tmp:
-                torch.save({"units": sc.units, "error": sc.error, "seconds": seconds,
-                            "joint": joint}, tmp)  # fmt: skip
+            entry = {"units": sc.units, "error": sc.error, "seconds": seconds, "joint": joint}
+            save_checked(entry, cache_root() / "attributions" / f"{attribution_key(p)}.pt")
     return all_scores[0], seconds, False, joint
 
 
@@ -255,6 +261,7 @@ def measure(
         prep.handle, prep.basis, prep.test, node_ranks(flat), grid, values, ablate_error,
         c.masks_per_forward, progress, k_nonzero=n_nonzero,
     )  # fmt: skip
+    validate.check_finite_metrics(sm, f"on the test split of {prep.ds.task!r}")  # before any result
     t_sweep = time.perf_counter() - start
     extra = {"attribution_joint_bases": joint} if len(joint) > 1 else {}
     return Measured(sc, sm, grid, n_nodes, t_attr, t_sweep, cached, extra)
@@ -289,6 +296,7 @@ def finish(
     sz = np.asarray(ms.sizes)
     faith = scores.curve(sm.m_faith, sm.m_full, sm.m_empty)
     comp = scores.curve(sm.m_comp, sm.m_full, sm.m_empty)
+    validate.check_finite_curves(faith, comp, sm.m_full, sm.m_empty, ds.task)
     point = scores.scalars(sz, faith, ms.n_nodes)
     ci = scores.bootstrap(
         sz, sm.m_faith, sm.m_comp, sm.m_full, sm.m_empty, ms.n_nodes, c.n_bootstrap, c.seed
@@ -391,7 +399,7 @@ def run_sweep(
     unmatched pairing of Marks et al. ``error_mode``: ``ablate`` (default) or ``keep``."""
     cell = Cell(
         basis, site, method, ablation, dictionary, error_mode,
-        tuple(sizes) if sizes is not None else None, seed, batch_size, ig_steps, n_bootstrap,
+        validate.check_sizes(sizes), seed, batch_size, ig_steps, n_bootstrap,
         masks_per_forward,
     )  # fmt: skip
     prep = prepare(handle, ds, cell)

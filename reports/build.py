@@ -10,17 +10,23 @@ Steps:
    ``paper/sva_bases.*`` and ``paper/methods_neurons.*``, and last ``index.md``;
 3. move each rendered file into ``out_dir`` (replacing files of the same name, leaving other
    files alone); on any error the temporary directory is removed and ``out_dir`` is untouched.
+
+The temporary directory is named ``.<out>.partial-<pid>-<random>``; one left behind by a
+killed run (its process is gone) is removed by the next run that writes to the same ``out_dir``.
+An ``out_dir`` that is a file, or cannot be created, is refused before any input is read.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from bench.cache import pid_alive
 from reports import figures, paper, tables
 from reports.cells import by_task, file_stem, k_ratios, task_title
 from reports.index import RATIO_FOOTNOTE, Contents, FigureEntry, TableEntry, index_markdown
@@ -107,16 +113,43 @@ def install(staging: Path, out_dir: Path, files: Sequence[Path]) -> None:
         os.replace(staging / rel, target)
 
 
+def remove_stale_staging(out: Path) -> list[Path]:
+    """Remove staging directories of ``out`` left by killed runs (their process is gone;
+    names without a pid come from versions that did not record one). Returns those removed."""
+    pattern = re.compile(rf"^\.{re.escape(out.name)}\.partial-(?:(\d+)-)?[A-Za-z0-9_]+$")
+    removed = []
+    if not out.parent.is_dir():
+        return removed
+    for d in out.parent.iterdir():
+        m = pattern.match(d.name)
+        if not m or not d.is_dir() or d.is_symlink():
+            continue
+        pid = int(m.group(1)) if m.group(1) else None
+        if pid is not None and (pid == os.getpid() or pid_alive(pid)):
+            continue  # a run in progress
+        shutil.rmtree(d, ignore_errors=True)
+        log.warning("removed %s, left behind by an interrupted report run", d)
+        removed.append(d)
+    return removed
+
+
 def build_report(
     paths: Sequence[str | Path], out_dir: str | Path, *, paper_preset: bool = False
 ) -> Path:
     """Read ``paths``, render the report into ``out_dir``; returns the path of index.md."""
+    from bench.validate import BadInputError, check_writable_parent
+
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ReportError(f"{out}: exists and is not a directory")
+    try:
+        check_writable_parent(out / "index.md", f"--out {out}")
+    except BadInputError as err:
+        raise ReportError(str(err)) from None
     inputs = load_inputs(paths)
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    remove_stale_staging(out)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-{os.getpid()}-", dir=out.parent))
     try:
         files = render(inputs, staging, paper_preset=paper_preset)
         install(staging, out, files)

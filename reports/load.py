@@ -7,12 +7,18 @@ Steps:
 2. parse each file as JSON and tell its format: a SweepResult file (``schema_version`` plus the
    cell fields), or a pytest-benchmark record (``benchmarks`` plus ``machine_info`` or
    ``commit_info``) whose ``benchmarks[i]["extra_info"]["result"]`` are SweepResult dicts;
-   a file that is neither (or not valid JSON) is skipped with a logged warning;
+   a file that is neither is skipped with a logged warning, but a *damaged* result (invalid
+   JSON that holds result fields: a truncated file) raises :class:`ReportError` naming it;
 3. build each result with :meth:`bench.result.SweepResult.from_dict`, so a newer schema or a
-   missing field raises :class:`ReportError` naming the file (and the benchmark);
+   missing field raises :class:`ReportError` naming the file (and the benchmark); so does a
+   NaN or infinite number anywhere in a result;
 4. drop exact duplicates (the same cell saved alone and inside a benchmark record); of two
-   *different* results for one cell, keep the first and log a warning;
+   *different* results for one cell, keep the first and log a warning, unless their split sizes
+   differ: that raises :class:`ReportError` naming both files (a report compares one split
+   size per cell);
 5. raise :class:`ReportError` when no result at all was found.
+
+Reports read all or nothing: a report is never built from part of what it was given.
 
 Nothing here imports torch or runs a model: only the saved JSON is read.
 """
@@ -27,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.result import ResultSchemaError, SweepResult
+from bench.validate import nonfinite_fields
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +108,19 @@ def is_benchmark_record(data: Any) -> bool:
     )
 
 
+def _looks_like_result(text: str) -> bool:
+    """Whether unparsable text is a damaged result or benchmark record (not some other file)."""
+    keys = sum(f'"{k}"' in text for k in CELL_FIELDS)
+    return keys >= 2 or '"schema_version"' in text or '"benchmarks"' in text
+
+
 def _from_dict(data: dict[str, Any], origin: str) -> SweepResult:
+    if bad := nonfinite_fields(data):
+        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise ReportError(
+            f"{origin}: holds non-finite numbers ({shown}); a NaN result is not plotted or "
+            "tabulated: rerun the cell, or leave this file out"
+        )
     try:
         return SweepResult.from_dict(data, origin)
     except ResultSchemaError as err:
@@ -113,8 +132,17 @@ def _from_dict(data: dict[str, Any], origin: str) -> SweepResult:
 def read_file(path: Path) -> tuple[list[LoadedResult], str | None]:
     """The results in one file, or ([], reason) when it is not a results file."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        return [], f"not readable as text ({err})"
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        if _looks_like_result(text):
+            raise ReportError(
+                f"{path}: a damaged result file (truncated or corrupt: invalid JSON, {err}); "
+                "nothing was written: rerun its cell or leave the file out"
+            ) from None
         return [], f"not readable as JSON ({err})"
     if is_benchmark_record(data):
         found = []
@@ -134,6 +162,10 @@ def read_file(path: Path) -> tuple[list[LoadedResult], str | None]:
     if is_sweep_result(data):
         return [LoadedResult(_from_dict(data, str(path)), str(path))], None
     return [], "neither a SweepResult nor a pytest-benchmark record"
+
+
+def _split(r: SweepResult) -> tuple[int, int]:
+    return (r.n_train, r.n_test)
 
 
 def load_inputs(paths: Sequence[str | Path]) -> Inputs:
@@ -157,6 +189,15 @@ def load_inputs(paths: Sequence[str | Path]) -> Inputs:
                 inputs.results.append(lr)
             elif first.result.to_dict() == lr.result.to_dict():
                 log.debug("%s: same result as %s; read once", lr.source, first.source)
+            elif _split(first.result) != _split(lr.result):
+                a, b = first.result, lr.result
+                raise ReportError(
+                    f"{first.source} and {lr.source}: two results for the cell {a.task} "
+                    f"{a.basis}@{a.site} {a.method} ({a.model}) with different split sizes "
+                    f"(n_train/n_test {a.n_train}/{a.n_test} and {b.n_train}/{b.n_test}); a "
+                    "report compares one split size per cell: pass the results of one size, "
+                    f"e.g. only the *__n{a.n_train}x{a.n_test}.json files"
+                )
             else:
                 note = (
                     f"{lr.source}: a different result for the cell already read from "

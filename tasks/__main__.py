@@ -26,8 +26,14 @@ def _list(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     from bench import load_model  # data flows task -> model; only the CLI needs bench
+    from bench.validate import BadInputError, check_int
     from tasks.check import check_tasks, format_table
 
+    check_int(args.n_test, "--n-test", 1)
+    check_int(args.seed, "--seed", 0)
+    check_int(args.batch_size, "--batch-size", 1)
+    if not 0 <= args.threshold <= 1:
+        raise BadInputError(f"--threshold {args.threshold}: must be a number in [0, 1]")
     names = [n.strip() for n in args.tasks.split(",") if n.strip()] if args.tasks else None
     names = names or [t.name for t in list_tasks()]
     for name in names:

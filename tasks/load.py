@@ -2,7 +2,10 @@
 ``patch_answer``; other keys are ignored), validated exactly like a registered task's.
 
 A malformed line (bad JSON, not an object, a missing key, a non-string value) raises
-``PairFileError`` naming the file and line number; blank lines are skipped.
+``PairFileError`` naming the file and line number; blank lines are skipped. A file that is
+JSON but not JSON lines (one JSON array of pairs, a pretty-printed object, or a sparsebench
+dataset written by ``ContrastiveDataset.to_json``) is named as such, with the command that
+converts it.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from tasks.dataset import MARKS_FIELDS, ContrastiveDataset, Pair
+from tasks.dataset import MARKS_FIELDS, PAIR_FIELDS, ContrastiveDataset, Pair
 from tasks.validate import finalize
 
 log = logging.getLogger(__name__)
@@ -24,34 +27,79 @@ class PairFileError(ValueError):
     """A malformed line in a pair file; the message names the file and line number."""
 
 
+def _whole_file_format(path: Path, text: str) -> str | None:
+    """What a file that is not JSON lines is, with how to convert it; None if not JSON."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    expected = (
+        "--task-file and load_pairs expect JSON lines (JSONL: one object with "
+        f"{', '.join(MARKS_FIELDS)} per line)"
+    )
+    if isinstance(data, list):
+        convert = (
+            'python -c "import json, sys; [print(json.dumps(r)) for r in '
+            f'json.load(open(sys.argv[1]))]" {path} > {path.with_suffix(".jsonl")}'
+        )
+        return (
+            f"{path}: holds one JSON array of {len(data)} items, but {expected}; convert: {convert}"
+        )
+    if isinstance(data, dict) and {"train", "test"} <= data.keys():
+        convert = (
+            'python -c "from tasks import ContrastiveDataset as D; '
+            f"D.from_json('{path}').to_jsonl('{path.with_suffix('.jsonl')}')\""
+        )
+        return (
+            f"{path}: is a sparsebench dataset JSON (ContrastiveDataset.to_json), but {expected}; "
+            f"convert: {convert}"
+        )
+    if isinstance(data, dict) and "\n" in text.strip():
+        return f"{path}: holds one JSON object spread over several lines, but {expected}"
+    return None
+
+
 def read_pairs(path: str | Path) -> list[Pair]:
     """All pairs of a Marks-style JSONL file, in file order (no token-level validation)."""
     path = Path(path)
     pairs = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise PairFileError(f"{where}: invalid JSON ({err.msg})") from None
-            if not isinstance(record, dict):
-                raise PairFileError(f"{where}: expected a JSON object, got {type(record).__name__}")
-            missing = [k for k in MARKS_FIELDS if k not in record]
-            if missing:
-                raise PairFileError(
-                    f"{where}: missing key(s) {', '.join(missing)}; "
-                    f"each line needs {', '.join(MARKS_FIELDS)}"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise PairFileError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+
+    def fail(message: str) -> PairFileError:
+        return PairFileError(_whole_file_format(path, text) or message)
+
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise fail(f"{where}: invalid JSON ({err.msg})") from None
+        if not isinstance(record, dict):
+            raise fail(f"{where}: expected a JSON object, got {type(record).__name__}")
+        missing = [k for k in MARKS_FIELDS if k not in record]
+        if missing:
+            hint = ""
+            if set(PAIR_FIELDS) <= record.keys():
+                hint = (
+                    f" (this line uses sparsebench's field names {', '.join(PAIR_FIELDS)}; a pair "
+                    "file uses Marks et al.'s, in the same order)"
                 )
-            for key in MARKS_FIELDS:
-                if not isinstance(record[key], str):
-                    raise PairFileError(
-                        f"{where}: {key} must be a string, got {type(record[key]).__name__} "
-                        f"({record[key]!r})"
-                    )
-            pairs.append(Pair(*(record[k] for k in MARKS_FIELDS)))
+            raise fail(
+                f"{where}: missing key(s) {', '.join(missing)}; "
+                f"each line needs {', '.join(MARKS_FIELDS)}{hint}"
+            )
+        for key in MARKS_FIELDS:
+            if not isinstance(record[key], str):
+                raise fail(
+                    f"{where}: {key} must be a string, got {type(record[key]).__name__} "
+                    f"({record[key]!r})"
+                )
+        pairs.append(Pair(*(record[k] for k in MARKS_FIELDS)))
     return pairs
 
 
@@ -87,4 +135,5 @@ def load_pairs(
         seed=seed,
         task=task or path.stem,
         version=f"file.{digest}",
+        group_shared_prompts=True,  # keep every distinct pair; prompt-sharing ones split together
     )

@@ -3,7 +3,10 @@
 ``finalize`` turns candidate pairs into a ``ContrastiveDataset``. A pair is dropped, and
 counted under its reason, when:
 
-- ``duplicate``: its (clean prompt, counterfactual prompt) already occurred;
+- ``duplicate``: the same pair (both prompts and both answers) already occurred; pairs that
+  share prompts but differ in an answer (is/are and has/have on one prefix) are distinct;
+- ``identical_prompts``: its clean and counterfactual prompts are the same text (no contrast:
+  the metric cannot tell clean from counterfactual, and faithfulness is undefined);
 - ``answer_not_single_token``: an answer is not exactly one token
   (``tokenizer(answer, add_special_tokens=False).input_ids``);
 - ``answer_splits_in_context``: ``tokenizer(prompt + answer)`` is not the prompt's tokens
@@ -19,7 +22,14 @@ counted under its reason, when:
 The test split is drawn first from a seeded shuffle, so it does not depend on ``n_train``.
 An optional balance key (e.g. the subject's number) interleaves groups so both splits are
 balanced. If fewer valid pairs remain than requested, ``InsufficientPairsError`` says how many
-were dropped for each reason.
+were dropped for each reason and how many are available.
+
+``group_shared_prompts=True`` (pairs read from a file, ``tasks.load_pairs``): every distinct
+pair is kept. Pairs that share their two prompts (in either order: answer variants such as
+is/are and has/have on one prefix, and mirror images) form a group, and each group goes whole to
+one split, so nothing leaks between train and test and nothing is dropped as ``overlaps_test``
+unless no set of whole groups makes exactly ``n_test`` pairs. Registered tasks generate each
+prompt pair once and keep the per-pair rule above (their committed reference splits).
 """
 
 from __future__ import annotations
@@ -36,6 +46,7 @@ log = logging.getLogger(__name__)
 
 REASONS = (
     "duplicate",
+    "identical_prompts",
     "answer_not_single_token",
     "answer_splits_in_context",
     "prompt_lengths_differ",
@@ -90,6 +101,8 @@ def check_pair(pair: Pair, toks: Tokenized) -> str | None:
         (pair.clean_prompt, pair.clean_answer),
         (pair.counterfactual_prompt, pair.counterfactual_answer),
     )
+    if pair.clean_prompt == pair.counterfactual_prompt:
+        return "identical_prompts"
     if any(len(toks.answer(a)) != 1 for _, a in sides):
         return "answer_not_single_token"
     if any(toks.context(p, a) != toks.prompt(p) + toks.answer(a) for p, a in sides):
@@ -105,8 +118,8 @@ def _unordered(pair: Pair) -> frozenset[str]:
     return frozenset((pair.clean_prompt, pair.counterfactual_prompt))
 
 
-def _interleave(pairs: list[Pair], key: Callable[[Pair], str] | None) -> list[Pair]:
-    if key is None:
+def _interleave(pairs: list, key: Callable[[Any], str] | None) -> list:
+    if key is None or not pairs:
         return pairs
     groups: dict[str, list[Pair]] = {}
     for p in pairs:
@@ -116,6 +129,54 @@ def _interleave(pairs: list[Pair], key: Callable[[Pair], str] | None) -> list[Pa
     for i in range(max(len(g) for g in ordered)):
         out.extend(g[i] for g in ordered if i < len(g))
     return out
+
+
+def _best_fill(sizes: list[int], n: int) -> list[int]:
+    """Indices of items whose sizes sum to the most that fits in ``n`` (exactly ``n`` when
+    some subset does), taking earlier items first."""
+    chosen, total = [], 0
+    for i, size in enumerate(sizes):  # greedy in order: exact in the common case
+        if total + size <= n:
+            chosen.append(i)
+            total += size
+    if total == n:
+        return chosen
+    mask = (1 << (n + 1)) - 1
+    reach = [0] * (len(sizes) + 1)  # reach[i]: bit s set if some of sizes[i:] sum to s
+    reach[-1] = 1
+    for i in range(len(sizes) - 1, -1, -1):
+        reach[i] = (reach[i + 1] | (reach[i + 1] << sizes[i])) & mask
+    left = reach[0].bit_length() - 1  # the largest reachable sum <= n
+    chosen = []
+    for i, size in enumerate(sizes):
+        if left >= size and (reach[i + 1] >> (left - size)) & 1:
+            chosen.append(i)
+            left -= size
+    return chosen
+
+
+def _grouped_split(
+    pool: list[Pair], n_train: int, n_test: int, key: Callable[[Pair], str] | None
+) -> tuple[list[Pair], list[Pair], int]:
+    """(train, test, dropped): whole groups of prompt-sharing pairs to one split each. When no
+    set of whole groups makes exactly ``n_test``, part of the smallest other group fills the
+    test split and its other members (sharing prompts with test pairs) are dropped."""
+    groups: dict[frozenset[str], list[Pair]] = {}
+    for p in pool:
+        groups.setdefault(_unordered(p), []).append(p)
+    ordered = _interleave(list(groups.values()), (lambda g: key(g[0])) if key else None)
+    picked = set(_best_fill([len(g) for g in ordered], n_test))
+    test = [p for i, g in enumerate(ordered) if i in picked for p in g]
+    rest = [g for i, g in enumerate(ordered) if i not in picked]
+    dropped = 0
+    if len(test) < n_test and rest:
+        part = min(rest, key=len)
+        rest.remove(part)
+        gap = n_test - len(test)
+        test += part[:gap]
+        dropped = len(part) - gap
+    train = [p for g in rest for p in g][:n_train]
+    return train, test, dropped
 
 
 def _describe(dropped: dict[str, int]) -> str:
@@ -132,16 +193,18 @@ def finalize(
     task: str,
     version: str,
     balance_key: Callable[[Pair], str] | None = None,
+    group_shared_prompts: bool = False,
 ) -> ContrastiveDataset:
     """Validate candidate pairs and split them into a ``ContrastiveDataset``."""
-    if n_train < 0 or n_test < 0:
-        raise ValueError(f"n_train and n_test must be >= 0, got {n_train} and {n_test}")
+    for name, value in (("n_train", n_train), ("n_test", n_test)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name}={value!r}: must be >= 0 and an integer")
     candidates = list(candidates)
     dropped: Counter[str] = Counter()
     unique: list[Pair] = []
-    seen: set[tuple[str, str]] = set()
+    seen: set[tuple[str, str, str, str]] = set()
     for pair in candidates:
-        key = (pair.clean_prompt, pair.counterfactual_prompt)
+        key = pair.as_tuple()  # a duplicate only when prompts and answers are all equal
         if key in seen:
             dropped["duplicate"] += 1
             continue
@@ -164,11 +227,17 @@ def finalize(
 
     rng = random.Random(f"split/{task}/{seed}")
     rng.shuffle(pool)
-    test = _interleave(pool, balance_key)[:n_test]
-    test_keys = {_unordered(p) for p in test}
-    rest = [p for p in pool if _unordered(p) not in test_keys]
-    dropped["overlaps_test"] += len(pool) - len(test) - len(rest)
-    train = _interleave(rest, balance_key)[:n_train]
+    if group_shared_prompts:
+        train, test, overlaps = _grouped_split(pool, n_train, n_test, balance_key)
+        dropped["overlaps_test"] += overlaps
+        available = len(pool) - overlaps
+    else:
+        test = _interleave(pool, balance_key)[:n_test]
+        test_keys = {_unordered(p) for p in test}
+        rest = [p for p in pool if _unordered(p) not in test_keys]
+        dropped["overlaps_test"] += len(pool) - len(test) - len(rest)
+        train = _interleave(rest, balance_key)[:n_train]
+        available = len(test) + len(rest)
     counts = {r: dropped[r] for r in REASONS if dropped[r]}
 
     if len(test) < n_test or len(train) < n_train:
@@ -176,7 +245,9 @@ def finalize(
             f"task {task!r}: too few valid pairs under tokenizer "
             f"{getattr(tokenizer, 'name_or_path', '?')!r}: got {len(train)} train / {len(test)} "
             f"test, asked for {n_train} / {n_test}, from {len(candidates)} candidates "
-            f"(common prompt length {seq_len} tokens). Dropped: {_describe(counts)}"
+            f"(common prompt length {seq_len} tokens; {available} valid pairs available for "
+            f"both splits, so n_train + n_test may be at most {available}). "
+            f"Dropped: {_describe(counts)}"
         )
     log.info(
         "%s: %d train / %d test pairs of %d tokens from %d candidates; dropped: %s",
@@ -199,13 +270,13 @@ def validate_dataset(ds: ContrastiveDataset, tokenizer: Any) -> None:
     """Raise ``ValueError`` listing every broken invariant of an existing dataset."""
     problems = []
     toks = tokenize_pairs([*ds.train, *ds.test], tokenizer)
-    seen: set[tuple[str, str]] = set()
+    seen: set[tuple[str, str, str, str]] = set()
     for split in ("train", "test"):
         for i, pair in enumerate(ds.split(split)):
             reason = check_pair(pair, toks)
             if reason is None and len(toks.prompt(pair.clean_prompt)) != ds.seq_len:
                 reason = f"prompt length is not the dataset's seq_len {ds.seq_len}"
-            key = (pair.clean_prompt, pair.counterfactual_prompt)
+            key = pair.as_tuple()
             if reason is None and key in seen:
                 reason = "duplicate"
             seen.add(key)

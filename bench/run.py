@@ -46,7 +46,7 @@ from bench.sweep import SweepMetrics, ablation_values, evaluate, node_ranks
 
 log = logging.getLogger(__name__)
 
-ATTRIBUTION_CODE_VERSION = 3  # bump when a change to attribution code changes scores
+ATTRIBUTION_CODE_VERSION = 4  # bump when a change to attribution code changes scores
 
 
 def library_versions() -> dict[str, str]:

@@ -1,6 +1,6 @@
 """sparsebench harness: models, sites, bases, attribution, sweeps and results.
 
-Public surface (DESIGN.md): ``load_model``, ``run_sweep``, ``SweepResult``; plus the pieces
+Public surface (docs/METHOD.md): ``load_model``, ``run_sweep``, ``SweepResult``; plus the pieces
 they are built from (``intervene``, ``SiteTable``). Names load lazily, so reading results
 (``bench.result``) does not import torch or transformers.
 """

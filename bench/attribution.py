@@ -2,7 +2,7 @@
 
 Every method scores a node against its reference value r(x) (:mod:`bench.protocol`: the
 pair's counterfactual u(x′) for ``patch``, the train split's per-position mean ū for ``mean``,
-0 for ``zero``), the same reference the sweep ablates to. Methods (DESIGN.md, "Attribution"),
+0 for ``zero``), the same reference the sweep ablates to. Methods (docs/METHOD.md, "Attribution"),
 each computed batch by batch over the train pairs:
 
 - ``atp``   attribution patching: (u(x) − r(x)) · ∂m/∂u at x (Nanda 2023; Kramár et al. 2024);

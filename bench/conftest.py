@@ -42,7 +42,7 @@ import pytest
 
 DEFAULT_BASES = "neurons@mlp_acts,neurons@mlp_out,sae@mlp_out:local"
 DEFAULT_METHODS = "relp,atp,random"
-DEFAULT_N = (300, 32)  # 300/40 (DESIGN.md's example) takes ~10% longer; --n-test 40
+DEFAULT_N = (300, 32)  # 300/40 (docs/METHOD.md's example) takes ~10% longer; --n-test 40
 DTYPES = ("auto", "float32", "bfloat16")
 QUICK = {"tasks": "sva_simple", "bases": "neurons@mlp_acts,neurons@mlp_out",
          "methods": "relp,random", "n": (64, 24)}  # fmt: skip

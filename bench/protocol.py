@@ -4,7 +4,7 @@ Attribution predicts what happens when a node is set to its reference; the sweep
 every node outside the circuit to a reference. They must be the *same* reference, or a node
 scored 0 can still carry the task: in a causal LM every node before the first token where x
 and x′ differ has a(x) = a(x′), so it scores 0 against x′, yet mean-ablating it destroys what
-that position holds (a name in IOI, the century in greater-than). DESIGN.md, "Attribution
+that position holds (a name in IOI, the century in greater-than). docs/METHOD.md, "Attribution
 baseline and ablation: one reference, both stages"; MIB (Mueller et al. 2025) uses ``patch``.
 
 Steps:
@@ -18,7 +18,7 @@ Steps:
 3. :func:`batch_reference` gives r(x) for one batch, shaped like the batch's own units
    (``patch``: the pair's counterfactual; ``mean``: the mean, broadcast; ``zero``: 0).
 
-SAE error modes (DESIGN.md, "SAE error nodes") are registered here too: ``ablate`` (default)
+SAE error modes (docs/METHOD.md, "SAE error nodes") are registered here too: ``ablate`` (default)
 ranks, counts and ablates one error node per (layer, position) like any latent; ``keep`` never
 ablates it and does not count it, an upper bound for dictionaries.
 """

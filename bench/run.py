@@ -1,6 +1,6 @@
 """``run_sweep``: one cell of the benchmark, task pairs in, :class:`SweepResult` out.
 
-Steps (DESIGN.md, "The pipeline"), in three stages so a benchmark can time the middle one:
+Steps (docs/METHOD.md, "The pipeline"), in three stages so a benchmark can time the middle one:
 
 - :func:`prepare`: (1) validate the cell (basis, site, method, protocol, error mode) and the
   dataset; (2) encode the dataset's splits to token ids on the model's device;
@@ -268,7 +268,7 @@ def measure(
 
 
 def consistency_check(sm: SweepMetrics, n_nodes: int) -> dict[str, Any]:
-    """DESIGN.md: the fraction of nodes scored exactly 0, and F of the circuit that holds every
+    """docs/METHOD.md: the fraction of nodes scored exactly 0, and F of the circuit that holds every
     node with a non-zero score (≈ 1 under a matched protocol)."""
     f_nz = scores.curve(sm.m_nonzero[None], sm.m_full, sm.m_empty)[0]
     return {
@@ -291,7 +291,7 @@ def finish(
     suite measures them once per dataset); by default they are measured here.
     ``k_ratio_reference``: (label, Measured) of a neurons cell swept on the same test pairs;
     the result then carries ``extra["k_ratio_vs_neurons"]``, k@0.8 of this cell over that
-    one's with a paired bootstrap CI (DESIGN.md, "Sweep and scores")."""
+    one's with a paired bootstrap CI (docs/METHOD.md, "Sweep and scores")."""
     c, sm, ds = prep.cell, ms.metrics, prep.ds
     sz = np.asarray(ms.sizes)
     faith = scores.curve(sm.m_faith, sm.m_full, sm.m_empty)

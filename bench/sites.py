@@ -1,6 +1,6 @@
 """Site tables: where each basis lives, named once per architecture.
 
-A *site* is a per-layer place in the model (see DESIGN.md, "Terms"):
+A *site* is a per-layer place in the model (see docs/METHOD.md, "Terms"):
 
 - ``mlp_acts``  the input of the MLP down projection ("the neurons"), width d_mlp
 - ``mlp_in``    the input of the MLP (after the pre-MLP norm), width d_model; transcoders read it

@@ -2,7 +2,7 @@
 
 Steps of :func:`evaluate`:
 
-1. ablation values per layer from the test split: the protocol's reference (DESIGN.md,
+1. ablation values per layer from the test split: the protocol's reference (docs/METHOD.md,
    "Attribution baseline and ablation"; :mod:`bench.protocol`): ``patch`` — the unit's value
    on the pair's own counterfactual prompt; ``mean`` — each unit's mean over the
    counterfactual test prompts, per position; ``zero``;

@@ -1,6 +1,6 @@
 """The data a task produces: ``Pair`` and ``ContrastiveDataset`` (plain data, JSON-friendly).
 
-A ``Pair`` is one contrastive example (see DESIGN.md): a clean prompt and a counterfactual
+A ``Pair`` is one contrastive example (see docs/METHOD.md): a clean prompt and a counterfactual
 prompt of equal token length, each with a single-token answer. A ``ContrastiveDataset`` holds
 the train and test pairs of one task, all sharing one token length, plus the metadata needed to
 reproduce and audit it (task, version, seed, tokenizer, seq_len, pairs dropped per reason).

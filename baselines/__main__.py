@@ -122,14 +122,15 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _quality(args: argparse.Namespace) -> int:
-    from baselines.dictionaries import make_dictionary_basis, parse_dictionary
     from baselines.quality import measure_quality
-    from baselines.releases import quality_path
     from baselines.training import default_corpus
     from bench import load_model
+    from bench.bases.dictionary import parse_dictionary
+    from bench.bases.loading import make_dictionary_basis
+    from bench.bases.releases import quality_path
 
     handle = load_model(args.model, device=args.device)
-    basis = make_dictionary_basis(handle.sites, args.basis, args.site, args.dictionary)
+    basis = make_dictionary_basis(handle, args.basis, args.site, args.dictionary)
     spec = parse_dictionary(args.dictionary)
     _, held_out = default_corpus().windows(handle.tokenizer, args.ctx)
     saes = dict(enumerate(basis.saes))

@@ -51,7 +51,6 @@ from tqdm.auto import tqdm
 from baselines.activations import activation_batches
 from baselines.corpus import Corpus, wikipedia_corpus
 from bench.cache import atomic_path, cache_dir, files_sha256, verify_files
-from bench.sites import SiteTable
 from bench.validate import API, FLOAT_DTYPES, BadInputError, check_int, check_positive_float, label
 
 log = logging.getLogger(__name__)
@@ -364,8 +363,8 @@ def train_local(
 ) -> Path:
     """Train (or find) local SAEs; the finished entry directory (module docstring).
     ``names``: how the caller spells the config's fields in messages (:func:`check_config`)."""
-    from baselines.dictionaries import load_dir
     from baselines.quality import measure_quality
+    from bench.bases.path import load_dir
 
     cfg = cfg or DEFAULT_CONFIG
     check_config(cfg, names, max_ctx=_max_positions(handle.model))
@@ -447,32 +446,16 @@ def default_corpus() -> Corpus:
     return wikipedia_corpus()
 
 
-def _handle_for(sites: SiteTable, site: str):
-    """A ModelHandle for a bare model: its tokenizer must sit in its own directory."""
-    from transformers import AutoTokenizer
-
-    from bench.models import ModelHandle
-
-    path = str(getattr(sites.model.config, "_name_or_path", "") or "")
-    if not path or not Path(path).is_dir():
-        raise RuntimeError(
-            f"no local {site} SAEs for this model yet, and its tokenizer cannot be found to train "
-            f"them; train first: python -m baselines train --model MODEL --site {site}"
-        )
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    return ModelHandle(sites.model, tokenizer, Path(path).name, path, sites)
-
-
-def local_dictionary_dir(sites: SiteTable, site: str, options: dict[str, int]) -> Path:
-    """The finished local entry for every layer of ``site``, trained now if missing."""
+def local_dictionary_dir(handle, site: str, options: dict[str, int]) -> Path:
+    """The finished local entry for every layer of ``site`` of ``handle``'s model (a
+    :class:`~bench.models.ModelHandle`), trained now if missing."""
     cfg = replace(DEFAULT_CONFIG, **options)
     names = {"width": "local:width", "k": "local:k"}  # as the dictionary string spells them
-    check_config(cfg, names, max_ctx=_max_positions(sites.model))
-    layers = list(range(sites.n_layers))
+    check_config(cfg, names, max_ctx=_max_positions(handle.model))
+    layers = list(range(handle.sites.n_layers))
     corpus = default_corpus()
-    entry, _ = entry_dirs(sites.model, site, layers, cfg, corpus)
+    entry, _ = entry_dirs(handle.model, site, layers, cfg, corpus)
     if finished_entry(entry):
         return entry
-    handle = _handle_for(sites, site)
     log.warning("no local %s SAEs for %s yet: training them now (once)", site, handle.name)
     return train_local(handle, site, layers, cfg, corpus)

@@ -86,16 +86,6 @@ def _site_values(handle, keys, ids) -> dict:
     return dict(acts)
 
 
-def _pullback(basis: Basis, layer: int, g: torch.Tensor, n_units: int) -> torch.Tensor:
-    """∂m/∂u from the site gradient g: the (linear) decoder's transpose applied to g."""
-    if basis.identity:
-        return g
-    z = torch.zeros((*g.shape[:-1], n_units), dtype=g.dtype, device=g.device, requires_grad=True)
-    with torch.enable_grad():
-        (gu,) = torch.autograd.grad(basis.decode_delta(layer, z), z, g)
-    return gu
-
-
 def _gradient_products(handle, bases: list[Basis], batch, relp: bool, accs, ref: str, means):
     """(u(x) − r(x)) · ∂m/∂u for every basis at once, summed over the batch, into ``accs``.
 
@@ -107,9 +97,7 @@ def _gradient_products(handle, bases: list[Basis], batch, relp: bool, accs, ref:
     """
     n_layers = handle.sites.n_layers
     write = list(dict.fromkeys(b.site for b in bases))
-    read = [
-        s for s in dict.fromkeys(getattr(b, "read_site", b.site) for b in bases) if s not in write
-    ]
+    read = [s for s in dict.fromkeys(b.read_site for b in bases) if s not in write]
     grad_keys = [(s, layer) for s in write for layer in range(n_layers)]
     keys = grad_keys + [(s, layer) for s in read for layer in range(n_layers)]
     ctx = relp_replacement(handle.sites) if relp else contextlib.nullcontext()
@@ -121,7 +109,7 @@ def _gradient_products(handle, bases: list[Basis], batch, relp: bool, accs, ref:
     grad = dict(zip(grad_keys, grads, strict=True))
     with torch.no_grad():
         for i, (basis, (acc_u, acc_e)) in enumerate(zip(bases, accs, strict=True)):
-            read_site = getattr(basis, "read_site", basis.site)
+            read_site = basis.read_site
             for layer in range(n_layers):
                 g = grad[(basis.site, layer)]
                 if g is None:
@@ -136,7 +124,7 @@ def _gradient_products(handle, bases: list[Basis], batch, relp: bool, accs, ref:
                     u_r, e_r = means[i][layer].units, means[i][layer].error
                 else:  # zero
                     u_r, e_r = torch.zeros_like(u), torch.zeros_like(x)
-                gu = _pullback(basis, layer, g, u.shape[-1])
+                gu = basis.pullback(layer, g, u.shape[-1])
                 acc_u[layer] += ((u - u_r).float() * gu.float()).sum(0)
                 if basis.has_error:
                     diff = (x - basis.decode(layer, u)) - e_r
@@ -161,7 +149,7 @@ def _ig(handle, basis, batch, steps: int, acc_u, acc_e, ref: str, means) -> None
             e = (cf[layer].error + a * de).reshape(steps * b, *de.shape[1:]).requires_grad_(True)
 
         def fn(x, u=u, e=e, layer=layer):
-            out = u if basis.identity else basis.decode(layer, u)
+            out = basis.decode(layer, u)  # neurons: u itself
             return out + e if e is not None else out
 
         with intervene(handle.sites, replace={(basis.site, layer): fn}):
@@ -179,10 +167,8 @@ def _single_node_patch(basis, layer, u, clean_l: LayerUnits, cf_l: LayerUnits, p
     reference (``cf_l``: r(x) of every unit and error node)."""
 
     def fn(x: torch.Tensor) -> torch.Tensor:  # [G*B, pos, width]
-        if basis.identity:
-            return u.reshape_as(x)
-        base_u = clean_l.units.repeat(u.shape[0], 1, 1)
-        out = x + basis.decode_delta(layer, u.reshape(base_u.shape) - base_u)
+        base_u = clean_l.units.repeat(u.shape[0], 1, 1)  # [G*B, pos, n]
+        out = basis.splice(layer, x, u.reshape(base_u.shape), base_u)  # neurons: u itself
         if is_err.any():  # an error node: add e(x′) − e(x) at its position
             out4 = out.view(u.shape[0], -1, *out.shape[1:]).clone()
             rows_e, pos_e = torch.arange(u.shape[0])[is_err], pos[is_err]

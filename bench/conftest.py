@@ -213,12 +213,12 @@ class Suite:
         if key not in self.bases:
             from bench.bases import make_basis
 
-            sites = self.handle(cell.model).sites
+            handle = self.handle(cell.model)
             label = f"{cell.basis}@{cell.site}" + (f":{cell.dictionary}" if cell.dictionary else "")
             note = " (a local dictionary trains on first use)" if cell.dictionary == "local" else ""
             shown = self.shown(f"building basis {label}{note}") if cell.dictionary else None
             with shown or contextlib.nullcontext():
-                self.bases[key] = make_basis(sites, cell.basis, cell.site, cell.dictionary)
+                self.bases[key] = make_basis(handle, cell.basis, cell.site, cell.dictionary)
         return self.bases[key]
 
     @staticmethod

@@ -51,7 +51,7 @@ def _at_every_layer(handle: ModelHandle, basis: Basis, make) -> Iterator[None]:
     basis that reads elsewhere (a transcoder reads ``mlp_in`` and writes ``mlp_out``), the
     activation captured at its ``read_site`` earlier in the same forward pass.
     """
-    read_site = getattr(basis, "read_site", basis.site)
+    read_site = basis.read_site
     layers = range(handle.sites.n_layers)
     capture = [] if read_site == basis.site else [(read_site, layer) for layer in layers]
     holder: dict[str, dict] = {}
@@ -101,11 +101,7 @@ def unit_leaves(handle: ModelHandle, basis: Basis) -> Iterator[dict[int, LayerUn
             check_finite(x, f"{basis.site} layer {layer}")
             xd = x.detach()
             u = basis.encode(layer, read(layer, xd)).detach().requires_grad_(True)
-            if basis.identity:
-                new = x + (u - u.detach())
-            else:
-                dec = basis.decode_delta(layer, u)
-                new = x + (dec - dec.detach())
+            new = basis.straight_through(layer, x, u)
             err = None
             if basis.has_error:
                 err = (xd - basis.decode(layer, u.detach())).requires_grad_(True)
@@ -147,7 +143,7 @@ def unit_ablation(
             u = basis.encode(layer, read(layer, x))  # [S*B, pos, n]
             u4 = u.view(n_masks, sb // n_masks, pos, -1)
             new = torch.where(keep_l, u4, abl.to(u.dtype)).view_as(u)
-            out = new if basis.identity else x + basis.decode_delta(layer, new - u)
+            out = basis.splice(layer, x, new, u)  # [S*B, pos, width]
             if keep_error is not None and values.error is not None:
                 err = (x - basis.decode(layer, u)).view(n_masks, sb // n_masks, pos, -1)
                 k = keep_error[:, layer, None, :, None]  # [S, 1, pos, 1]

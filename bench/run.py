@@ -146,7 +146,7 @@ def prepare(handle: ModelHandle, ds, cell: Cell, basis: Basis | None = None) -> 
     get_protocol(cell.ablation)  # raises naming the valid protocols
     check_error_mode(cell.error_mode)
     if basis is None:
-        basis = make_basis(handle.sites, cell.basis, cell.site, cell.dictionary)
+        basis = make_basis(handle, cell.basis, cell.site, cell.dictionary)
     if len(ds.train) == 0 or len(ds.test) == 0:
         raise ValueError(
             f"dataset {ds.task!r} has {len(ds.train)} train and {len(ds.test)} test pairs; "

@@ -11,8 +11,8 @@ from _tiny_data import dataset, tiny_handle
 
 from baselines import training
 from baselines.corpus import Corpus, clean_wikitext, parse_dump
-from baselines.dictionaries import make_dictionary_basis
 from bench import load_model, run_sweep
+from bench.bases.loading import make_dictionary_basis
 
 TINY = training.TrainConfig(
     width=64, k=4, n_tokens=4096, ctx=9, batch_tokens=128, windows_per_forward=8,
@@ -124,8 +124,6 @@ def test_training_runs_end_to_end_and_resumes_after_an_interruption(tmp_path, mo
 
 def test_local_dictionary_trains_on_first_use_and_is_reused(tmp_path, cache, monkeypatch):
     h = tiny_handle("llama")
-    with pytest.raises(RuntimeError, match="python -m baselines train"):
-        make_dictionary_basis(h.sites, "sae", "mlp_out", "local")  # no tokenizer to train with
     h.model.save_pretrained(tmp_path / "model")
     h.tokenizer.save_pretrained(tmp_path / "model")
     saved = load_model(tmp_path / "model")
@@ -140,10 +138,10 @@ def test_local_dictionary_trains_on_first_use_and_is_reused(tmp_path, cache, mon
         raise AssertionError("trained again")
 
     monkeypatch.setattr(training, "train_local", no_training)
-    again = make_dictionary_basis(saved.sites, "sae", "mlp_out", "local")
+    again = make_dictionary_basis(saved, "sae", "mlp_out", "local")
     assert again.quality() == quality and again.describe()["source"].startswith("local:")
     with pytest.raises(ValueError, match="local dictionaries are SAEs"):
-        make_dictionary_basis(saved.sites, "transcoder", "mlp_out", "local")
+        make_dictionary_basis(saved, "transcoder", "mlp_out", "local")
 
 
 def test_cli_trains_and_prints_the_quality_table(cache, capsys):
@@ -182,5 +180,5 @@ def test_cli_measures_and_stores_the_quality_of_a_path_dictionary(cache, tmp_pat
     stored = json.loads((tmp_path / "tc" / "quality.json").read_text())
     assert stored["layers"] == [0, 1] and stored["eval_tokens"] == 64
     assert all(0 <= d <= 1 for d in stored["per_layer"]["dead_fraction"])
-    basis = make_dictionary_basis(h.sites, "transcoder", "mlp_out", f"path:{tmp_path / 'tc'}")
+    basis = make_dictionary_basis(h, "transcoder", "mlp_out", f"path:{tmp_path / 'tc'}")
     assert basis.quality() == stored

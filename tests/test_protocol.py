@@ -43,7 +43,7 @@ def _setup(protocol: str, basis_name: str, tmp_path):
     if basis_name == "neurons":
         return h, ds, NeuronBasis(h.sites, "mlp_acts")
     write_dictionary(tmp_path, h)
-    return h, ds, make_basis(h.sites, "sae", "mlp_out", f"path:{tmp_path}")
+    return h, ds, make_basis(h, "sae", "mlp_out", f"path:{tmp_path}")
 
 
 def _at_reference(h, basis, split, kind):
@@ -168,7 +168,7 @@ def test_error_nodes_are_counted_and_ranked_only_when_ablated(tmp_path):
     assert keep.n_nodes == n_units and ablate.n_nodes == n_units + n_err
     assert ablate.sizes[-1] == n_units + n_err and keep.sizes[-1] == n_units
     # error nodes with a non-zero score enter the ranking (and the consistency circuit)
-    basis = make_basis(h.sites, "sae", "mlp_out", f"path:{tmp_path}")
+    basis = make_basis(h, "sae", "mlp_out", f"path:{tmp_path}")
     err = attribute(h, basis, _encode(h, ds)[0], "atp").error
     n_err_nonzero = int((err != 0).sum())
     assert n_err_nonzero >= 3

@@ -8,7 +8,8 @@ through the functions here, and each message names the value, what is valid and 
 - ``run_sweep`` / ``bench.run.prepare`` (the Python API): style ``"api"``, options named as
   keyword arguments (``batch_size=-1: must be an integer ≥ 1``);
 - the suite's pytest options (bench/conftest.py): style ``"cli"``, raised as pytest usage errors;
-- ``python -m baselines`` (baselines/__main__.py): style ``"cli"`` with its own option names.
+- ``python -m bench.training`` (bench/training/__main__.py): style ``"cli"`` with its own
+  option names.
 
 :class:`BadInputError` (a ``ValueError``) is what every check raises. The finiteness checks
 (:func:`check_finite_scores`, :func:`check_finite_metrics`, :func:`nonfinite_fields`) guard

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 from _tiny_data import dataset, tiny_handle
-from test_baselines import write_dictionary
+from test_bases import write_dictionary
 
 from bench import run_sweep
 from bench.attribution import attribute, exact_scores

@@ -69,7 +69,7 @@ def make_dictionary_basis(
                 "local dictionaries are SAEs (sae-lens has no transcoder trainer); for basis "
                 "'transcoder' use dictionary 'path:<dir>' or 'release:<name>'"
             )
-        from baselines.training import local_dictionary_dir
+        from bench.training.train import local_dictionary_dir
 
         directory = local_dictionary_dir(handle, site, spec.options)
         saes, _, quality = load_path(sites, basis, site, str(directory))

@@ -9,10 +9,10 @@ import torch
 from _tiny_data import corpus as tiny_text
 from _tiny_data import dataset, tiny_handle
 
-from baselines import training
-from baselines.corpus import Corpus, clean_wikitext, parse_dump
 from bench import load_model, run_sweep
 from bench.bases.loading import make_dictionary_basis
+from bench.training import train as training
+from bench.training.corpus import Corpus, clean_wikitext, parse_dump
 
 TINY = training.TrainConfig(
     width=64, k=4, n_tokens=4096, ctx=9, batch_tokens=128, windows_per_forward=8,
@@ -145,7 +145,7 @@ def test_local_dictionary_trains_on_first_use_and_is_reused(tmp_path, cache, mon
 
 
 def test_cli_trains_and_prints_the_quality_table(cache, capsys):
-    from baselines.__main__ import main
+    from bench.training.__main__ import main
 
     assert main(["train", "--model", "tiny-llama", "--layers", "1", "--quiet"]) == 0
     out = capsys.readouterr().out
@@ -157,7 +157,7 @@ def test_cli_trains_and_prints_the_quality_table(cache, capsys):
 
 @pytest.mark.slow
 def test_the_wikipedia_corpus_installs_from_pypi_and_is_pinned():
-    from baselines.corpus import wikipedia_corpus
+    from bench.training.corpus import wikipedia_corpus
 
     corpus = wikipedia_corpus()  # pip download gensim==4.4.0 on first use, sha256 verified
     assert len(corpus.paragraphs) > 4000
@@ -166,10 +166,10 @@ def test_the_wikipedia_corpus_installs_from_pypi_and_is_pinned():
 
 
 def test_cli_measures_and_stores_the_quality_of_a_path_dictionary(cache, tmp_path, capsys):
-    from test_baselines import write_dictionary
+    from test_bases import write_dictionary
 
-    from baselines.__main__ import main
     from bench.models import load_model as load
+    from bench.training.__main__ import main
 
     h = load("tiny-llama")
     write_dictionary(tmp_path / "tc", h, basis="transcoder")

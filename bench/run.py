@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from bench import scores, validate
-from bench.attribution import Scores, attribute_many, check_method
+from bench.attribution import JOINT_METHODS, METHOD_REGISTRY, Scores, attribute_many, check_method
 from bench.bases import Basis, make_basis
 from bench.cache import CorruptEntryError, cache_root, load_checked, save_checked
 from bench.models import ModelHandle
@@ -175,13 +175,10 @@ def attribution_key(prep: Prepared) -> str:
         "method": c.method,
         "reference": get_protocol(c.ablation).attribution,
         "seed": c.seed,
-        "ig_steps": c.ig_steps if c.method == "ig" else None,
+        "ig_steps": c.ig_steps if METHOD_REGISTRY[c.method].uses_ig_steps else None,
         "batch_size": c.batch_size,
     }
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:32]
-
-
-JOINT_METHODS = ("atp", "relp")  # one backward pass serves every basis
 
 
 def ref_of(prep: Prepared) -> str:
@@ -319,7 +316,7 @@ def finish(
         timings["sweep_ratio"] = ms.sweep_s / (sm.n_forwards * ref["plain_forward_s"])
     k08 = point["k_at_0_8"]
     extra: dict[str, Any] = {"dataset_dropped": dict(getattr(ds, "dropped", {})), **ms.extra}
-    if c.method == "ig":
+    if METHOD_REGISTRY[c.method].uses_ig_steps:
         extra["ig_steps"] = c.ig_steps
     if k_ratio_reference is not None:
         label, ref = k_ratio_reference

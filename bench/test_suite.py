@@ -14,8 +14,9 @@ from __future__ import annotations
 import pytest
 
 from bench import reference
+from bench.attribution import JOINT_METHODS
 from bench.conftest import results_dir
-from bench.run import JOINT_METHODS, Cell, bare_torch_references, finish, measure, prepare
+from bench.run import Cell, bare_torch_references, finish, measure, prepare
 
 
 def _spec(cell) -> Cell:

@@ -63,7 +63,7 @@ class Method:
 
     name: str
     joint: bool  # one set of backward passes serves every basis of a group (same split)
-    fn: Callable[..., list[Scores]]  # (handle, bases, train, MethodArgs) -> one per basis
+    fn: Callable[..., list[NodeScores]]  # (handle, bases, train, MethodArgs) -> one per basis
     uses_ig_steps: bool = False  # its scores depend on MethodArgs.ig_steps
 
 
@@ -71,10 +71,10 @@ METHOD_REGISTRY: dict[str, Method] = {}  # filled by @register_method below, in 
 
 
 def register_method(name: str, *, joint: bool, uses_ig_steps: bool = False):
-    """Register ``fn(handle, bases, train, args) -> list[Scores]`` as method ``name``
+    """Register ``fn(handle, bases, train, args) -> list[NodeScores]`` as method ``name``
     (the lm-evaluation-harness ``register_metric`` pattern)."""
 
-    def deco(fn: Callable[..., list[Scores]]) -> Callable[..., list[Scores]]:
+    def deco(fn: Callable[..., list[NodeScores]]) -> Callable[..., list[NodeScores]]:
         if name in METHOD_REGISTRY:
             raise ValueError(f"attribution method {name!r} is registered twice")
         METHOD_REGISTRY[name] = Method(name, joint, fn, uses_ig_steps)
@@ -84,7 +84,7 @@ def register_method(name: str, *, joint: bool, uses_ig_steps: bool = False):
 
 
 @dataclass
-class Scores:
+class NodeScores:
     """Scores of every node; error scores only for dictionary bases."""
 
     units: torch.Tensor  # [layers, pos, n_units]
@@ -276,7 +276,7 @@ def attribute(
     seed: int = 0,
     progress: bool = False,
     reference: str = "patch",
-) -> Scores:
+) -> NodeScores:
     """Scores for every node of ``basis`` against ``reference``, averaged over ``train``."""
     return attribute_many(
         handle, [basis], train, method, batch_size, ig_steps, seed, progress, reference
@@ -293,7 +293,7 @@ def attribute_many(
     seed: int = 0,
     progress: bool = False,
     reference: str = "patch",
-) -> list[Scores]:
+) -> list[NodeScores]:
     """Scores for several bases on one split; ``atp``/``relp`` share one backward per batch."""
     check_method(method)
     check_reference(reference)
@@ -307,7 +307,7 @@ def attribute_many(
 
 def _joint_gradient_products(
     handle: ModelHandle, bases: list[Basis], train, args: MethodArgs, relp: bool
-) -> list[Scores]:
+) -> list[NodeScores]:
     """``atp``/``relp``: one gradient forward and backward per batch for every basis."""
     method, reference, batch_size = ("relp" if relp else "atp"), args.reference, args.batch_size
     n = train["clean_ids"].shape[0]
@@ -330,7 +330,7 @@ def _joint_gradient_products(
     out = []
     for b, (acc_u, acc_e) in zip(bases, accs, strict=True):
         check_finite(acc_u, f"{method} scores")
-        out.append(Scores(acc_u / n, acc_e / n if b.has_error else None, method))
+        out.append(NodeScores(acc_u / n, acc_e / n if b.has_error else None, method))
     return out
 
 
@@ -338,12 +338,14 @@ def _joint_gradient_products(
 
 
 @register_method("atp", joint=True)
-def _atp(handle: ModelHandle, bases: list[Basis], train, args: MethodArgs) -> list[Scores]:
+def _atp(handle: ModelHandle, bases: list[Basis], train, args: MethodArgs) -> list[NodeScores]:
     return _joint_gradient_products(handle, bases, train, args, relp=False)
 
 
 @register_method("ig", joint=False, uses_ig_steps=True)
-def _ig_scores(handle: ModelHandle, bases: list[Basis], train, args: MethodArgs) -> list[Scores]:
+def _ig_scores(
+    handle: ModelHandle, bases: list[Basis], train, args: MethodArgs
+) -> list[NodeScores]:
     out = []
     for basis in bases:  # one basis at a time
         n = train["clean_ids"].shape[0]
@@ -360,17 +362,17 @@ def _ig_scores(handle: ModelHandle, bases: list[Basis], train, args: MethodArgs)
         for batch in tqdm(batches, desc="ig", disable=not args.progress):
             _ig(handle, basis, batch, args.ig_steps, acc_u, acc_e, args.reference, means)
         check_finite(acc_u, "ig scores")
-        out.append(Scores(acc_u / n, acc_e / n if basis.has_error else None, "ig"))
+        out.append(NodeScores(acc_u / n, acc_e / n if basis.has_error else None, "ig"))
     return out
 
 
 @register_method("relp", joint=True)
-def _relp(handle: ModelHandle, bases: list[Basis], train, args: MethodArgs) -> list[Scores]:
+def _relp(handle: ModelHandle, bases: list[Basis], train, args: MethodArgs) -> list[NodeScores]:
     return _joint_gradient_products(handle, bases, train, args, relp=True)
 
 
 @register_method("exact", joint=False)
-def _exact(handle: ModelHandle, bases: list[Basis], train, args: MethodArgs) -> list[Scores]:
+def _exact(handle: ModelHandle, bases: list[Basis], train, args: MethodArgs) -> list[NodeScores]:
     out = []
     for basis in bases:  # one basis at a time
         n_layers, seq = handle.sites.n_layers, train["clean_ids"].shape[1]
@@ -383,19 +385,19 @@ def _exact(handle: ModelHandle, bases: list[Basis], train, args: MethodArgs) -> 
         )  # fmt: skip
         full = flat.view(n_layers, seq, n_units + basis.has_error)
         err = full[..., -1].contiguous() if basis.has_error else None
-        out.append(Scores(full[..., :n_units].contiguous(), err, "exact"))
+        out.append(NodeScores(full[..., :n_units].contiguous(), err, "exact"))
     return out
 
 
 @register_method("random", joint=False)
-def _random(handle: ModelHandle, bases: list[Basis], train, args: MethodArgs) -> list[Scores]:
+def _random(handle: ModelHandle, bases: list[Basis], train, args: MethodArgs) -> list[NodeScores]:
     out = []
     for basis in bases:  # each basis from its own generator seeded with args.seed
         n_layers, seq = handle.sites.n_layers, train["clean_ids"].shape[1]
         shape = (n_layers, seq, basis.n_units())
         gen = torch.Generator().manual_seed(args.seed)
         err = torch.rand((n_layers, seq), generator=gen) if basis.has_error else None
-        out.append(Scores(torch.rand(shape, generator=gen), err, "random"))
+        out.append(NodeScores(torch.rand(shape, generator=gen), err, "random"))
     return out
 
 

@@ -179,7 +179,7 @@ class Suite:
     handles: dict = field(default_factory=dict)
     datasets: dict = field(default_factory=dict)
     bases: dict = field(default_factory=dict)
-    references: dict = field(default_factory=dict)
+    bare_torch_timings: dict = field(default_factory=dict)
     neuron_cells: dict = field(default_factory=dict)  # per-pair metrics for paired k ratios
     results: list = field(default_factory=list)  # every cell's SweepResult, for the verdict
     joint_done: set = field(default_factory=set)  # joint groups whose attribution pass ran

@@ -26,15 +26,25 @@ from bench.interventions import intervene
 from bench.models import ModelHandle
 
 
-def metric(handle: ModelHandle, ids: torch.Tensor, clean_ans: torch.Tensor, cf_ans: torch.Tensor):
-    """m = logit[clean answer] − logit[counterfactual answer] at the last position.  # [batch]"""
-    logits = handle.model(input_ids=ids, logits_to_keep=1).logits[:, -1]  # [batch, vocab]
+def logit_difference(
+    logits: torch.Tensor,  # [batch, vocab]: the last position's logits
+    clean_ans: torch.Tensor,  # [answers] token ids; batch is answers repeated reps times
+    cf_ans: torch.Tensor,  # [answers]
+) -> torch.Tensor:  # [batch]
+    """m = logit[clean answer] − logit[counterfactual answer]: the one metric function
+    (the sweep's, and ``python -m tasks check``'s)."""
     n = logits.shape[0]
     reps = n // clean_ans.shape[0]  # the batch may be the answers' batch repeated
     return (
         logits.gather(1, clean_ans.repeat(reps)[:, None])[:, 0]
         - logits.gather(1, cf_ans.repeat(reps)[:, None])[:, 0]
     )
+
+
+def metric(handle: ModelHandle, ids: torch.Tensor, clean_ans: torch.Tensor, cf_ans: torch.Tensor):
+    """m = logit[clean answer] − logit[counterfactual answer] at the last position.  # [batch]"""
+    logits = handle.model(input_ids=ids, logits_to_keep=1).logits[:, -1]  # [batch, vocab]
+    return logit_difference(logits, clean_ans, cf_ans)
 
 
 def check_finite(t: torch.Tensor, what: str) -> None:

@@ -10,7 +10,7 @@ Steps (docs/METHOD.md, "The pipeline"), in three stages so a benchmark can time 
   the shared size grid on the test split, ablating to the protocol's ablation reference, plus
   the consistency circuit of every non-zero-score node (:mod:`bench.sweep`); both timed;
 - :func:`finish`: (5) curves, scalars and bootstrap CIs (:mod:`bench.scores`); (6) bare-torch
-  references from the same run — one plain forward of the test batch, one lean forward +
+  timings from the same run — one plain forward of the test batch, one lean forward +
   forward + backward of a train batch — giving ``attribution_ratio`` and ``sweep_ratio``;
   (7) a SweepResult with the protocol, the consistency check, seeds, versions and timings.
 """
@@ -31,7 +31,13 @@ import numpy as np
 import torch
 
 from bench import scores, validate
-from bench.attribution import JOINT_METHODS, METHOD_REGISTRY, Scores, attribute_many, check_method
+from bench.attribution import (
+    JOINT_METHODS,
+    METHOD_REGISTRY,
+    NodeScores,
+    attribute_many,
+    check_method,
+)
 from bench.bases import Basis, make_basis
 from bench.cache import CorruptEntryError, cache_root, load_checked, save_checked
 from bench.models import ModelHandle
@@ -76,7 +82,7 @@ def _timed(fn, repeats: int = 2) -> float:
     return best
 
 
-def bare_torch_references(handle: ModelHandle, train_batch, test) -> dict[str, float]:
+def measure_bare_torch(handle: ModelHandle, train_batch, test) -> dict[str, float]:
     """Step 6: seconds of a plain test forward and of a lean fwd+fwd+bwd on a train batch."""
     model = handle.model
 
@@ -126,7 +132,7 @@ class Prepared:
 
 @dataclass
 class Measured:
-    scores: Scores
+    scores: NodeScores
     metrics: SweepMetrics
     sizes: list[int]
     n_nodes: int
@@ -191,7 +197,7 @@ def _load_cached(path: Path | None, prep: Prepared):
         return None
     try:
         saved = load_checked(path, map_location=prep.handle.device)  # verifies its sha256
-        sc = Scores(saved["units"], saved["error"], prep.cell.method)
+        sc = NodeScores(saved["units"], saved["error"], prep.cell.method)
         validate.check_finite_scores(sc.units, sc.error, f"in cache entry {path}")
         return sc, saved["seconds"], saved.get("joint", [prep.basis.describe()])
     except (CorruptEntryError, FloatingPointError, KeyError) as err:  # recomputed, not trusted
@@ -201,7 +207,7 @@ def _load_cached(path: Path | None, prep: Prepared):
 
 def _attribute_cached(
     prep: Prepared, progress: bool, cache: bool, share: list[Prepared]
-) -> tuple[Scores, float, bool, list]:
+) -> tuple[NodeScores, float, bool, list]:
     """Scores for ``prep``; with ``share`` (other bases, same model, split and method), one
     joint pass computes and caches theirs too, so their cells find them on disk."""
     c = prep.cell
@@ -278,15 +284,16 @@ def consistency_check(sm: SweepMetrics, n_nodes: int) -> dict[str, Any]:
 def finish(
     prep: Prepared,
     ms: Measured,
-    timing_references: bool = True,
-    references: dict[str, float] | None = None,
-    k_ratio_reference: tuple[str, Measured] | None = None,
+    bare_torch_timings: bool = True,
+    bare_torch: dict[str, float] | None = None,
+    ratio_denominator: tuple[str, Measured] | None = None,
 ) -> SweepResult:
-    """Steps 5-7: curves, scalars, CIs, timing references, the SweepResult.
+    """Steps 5-7: curves, scalars, CIs, bare-torch timings, the SweepResult.
 
-    ``references``: bare-torch seconds already measured in this run on the same batches (a
+    ``bare_torch``: bare-torch seconds already measured in this run on the same batches (a
     suite measures them once per dataset); by default they are measured here.
-    ``k_ratio_reference``: (label, Measured) of a neurons cell swept on the same test pairs;
+    ``ratio_denominator``: (label, Measured) of the baseline cell (neurons@mlp_acts) swept on
+    the same test pairs, the denominator of the paired k ratio;
     the result then carries ``extra["k_ratio_vs_neurons"]``, k@0.8 of this cell over that
     one's with a paired bootstrap CI (docs/METHOD.md, "Sweep and scores")."""
     c, sm, ds = prep.cell, ms.metrics, prep.ds
@@ -308,26 +315,27 @@ def finish(
         torch_threads=torch.get_num_threads(),
         dtype=str(prep.handle.dtype).removeprefix("torch."),
     )
-    if timing_references:
+    if bare_torch_timings:
         batch = {k: v[: c.batch_size] for k, v in prep.train.items()}
-        ref = references or bare_torch_references(prep.handle, batch, prep.test)
-        timings.update(ref)
-        timings["attribution_ratio"] = ms.attribution_s / (n_batches * ref["lean_fwd_fwd_bwd_s"])
-        timings["sweep_ratio"] = ms.sweep_s / (sm.n_forwards * ref["plain_forward_s"])
+        bare = bare_torch or measure_bare_torch(prep.handle, batch, prep.test)
+        timings.update(bare)
+        timings["attribution_ratio"] = ms.attribution_s / (n_batches * bare["lean_fwd_fwd_bwd_s"])
+        timings["sweep_ratio"] = ms.sweep_s / (sm.n_forwards * bare["plain_forward_s"])
     k08 = point["k_at_0_8"]
     extra: dict[str, Any] = {"dataset_dropped": dict(getattr(ds, "dropped", {})), **ms.extra}
     if METHOD_REGISTRY[c.method].uses_ig_steps:
         extra["ig_steps"] = c.ig_steps
-    if k_ratio_reference is not None:
-        label, ref = k_ratio_reference
+    if ratio_denominator is not None:
+        label, denom = ratio_denominator
         mine = (sz, sm.m_faith, sm.m_full, sm.m_empty)
         theirs = (
-            np.asarray(ref.sizes),
-            ref.metrics.m_faith,
-            ref.metrics.m_full,
-            ref.metrics.m_empty,
+            np.asarray(denom.sizes),
+            denom.metrics.m_faith,
+            denom.metrics.m_full,
+            denom.metrics.m_empty,
         )
         ratio = scores.paired_k_ratio(mine, theirs, c.n_bootstrap, c.seed)
+        # JSON key "reference" kept (reports/cells.py reads it): the denominator cell's label
         extra["k_ratio_vs_neurons"] = {**ratio, "reference": label, "paired": True}
     extra["cell"] = {k: v for k, v in asdict(c).items() if k not in ("sizes",)}
     error_mode = c.error_mode if prep.basis.has_error else None
@@ -386,7 +394,7 @@ def run_sweep(
     n_bootstrap: int = 1000,
     masks_per_forward: int = 8,
     progress: bool = False,
-    timing_references: bool = True,
+    bare_torch_timings: bool = True,
     cache: bool = False,
 ) -> SweepResult:
     """Attribute on ``ds.train``, sweep circuit sizes on ``ds.test``; see the module docstring.
@@ -400,4 +408,4 @@ def run_sweep(
         masks_per_forward,
     )  # fmt: skip
     prep = prepare(handle, ds, cell)
-    return finish(prep, measure(prep, progress, cache), timing_references)
+    return finish(prep, measure(prep, progress, cache), bare_torch_timings)

@@ -3,7 +3,7 @@
 Per cell: (1) set-up outside the timing — model, dataset, basis (SAEs are trained or loaded
 here), token ids, and the same for the task's other bases that an ``atp``/``relp`` pass can
 serve at once; (2) the timed body — attribution + sweep (``bench.run.measure``); (3) scores,
-CIs and timing ratios (``bench.run.finish``; bare-torch references measured once per dataset
+CIs and timing ratios (``bench.run.finish``; bare-torch timings measured once per dataset
 in this run; for dictionary cells the paired-bootstrap k@0.8 ratio against the run's
 neurons@mlp_acts cell of the same task and method) into ``benchmark.extra_info``;
 (4) the SweepResult JSON to ``--results-dir``; (5) the reference check or update.
@@ -16,7 +16,7 @@ import pytest
 from bench import reference
 from bench.attribution import JOINT_METHODS
 from bench.conftest import results_dir
-from bench.run import Cell, bare_torch_references, finish, measure, prepare
+from bench.run import Cell, finish, measure, measure_bare_torch, prepare
 
 
 def _spec(cell) -> Cell:
@@ -46,17 +46,19 @@ def test_cell(benchmark, cell, suite, request):
     measured = benchmark.pedantic(measure, setup=setup, rounds=1, iterations=1)
     prep = prepared[-1]
     key = (cell.model, cell.task, cell.n_train, cell.n_test)
-    if key not in suite.references:  # bare torch on this dataset's batches, once per run
+    if key not in suite.bare_torch_timings:  # bare torch on this dataset's batches, once per run
         batch = {k: v[: prep.cell.batch_size] for k, v in prep.train.items()}
-        suite.references[key] = bare_torch_references(handle, batch, prep.test)
+        suite.bare_torch_timings[key] = measure_bare_torch(handle, batch, prep.test)
     # k@0.8(dictionary) / k@0.8(neurons@mlp_acts) with a paired bootstrap over the same pairs
     pair_key = suite.joint_group(cell)
     if (cell.basis, cell.site) == ("neurons", "mlp_acts"):
         suite.neuron_cells[pair_key] = measured
-    ratio_ref = None
+    denominator = None
     if cell.basis != "neurons" and pair_key in suite.neuron_cells:
-        ratio_ref = ("neurons@mlp_acts", suite.neuron_cells[pair_key])
-    result = finish(prep, measured, references=suite.references[key], k_ratio_reference=ratio_ref)
+        denominator = ("neurons@mlp_acts", suite.neuron_cells[pair_key])
+    result = finish(
+        prep, measured, bare_torch=suite.bare_torch_timings[key], ratio_denominator=denominator
+    )
     suite.results.append(result)
     benchmark.extra_info["result"] = result.to_dict()
     benchmark.extra_info.update(

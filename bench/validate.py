@@ -131,7 +131,8 @@ def check_sizes(sizes: Any, n_nodes: int | None = None, style: str = API) -> tup
 
 def n_nodes_of(basis: Any, n_layers: int, seq_len: int, error_mode: str) -> int:
     """How many nodes a sweep ranks: units on every (layer, position), plus one error node per
-    (layer, position) when a dictionary basis ablates its error (``bench.attribution.Scores``)."""
+    (layer, position) when a dictionary basis ablates its error
+    (``bench.attribution.NodeScores``)."""
     units = n_layers * seq_len * basis.n_units()
     return units + (n_layers * seq_len if basis.has_error and error_mode == "ablate" else 0)
 

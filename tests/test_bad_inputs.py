@@ -40,7 +40,7 @@ MARKS = FIXTURES / "pairs" / "marks_sva.jsonl"
 REPORT_INPUT = FIXTURES / "reports" / "inputs" / "sva_simple" / "neurons_mlp_acts_relp.json"
 SWEEP = ["sweep", "--model", "tiny-llama", "--task", "sva_simple", "--n-train", "8",
          "--n-test", "4", "--n-bootstrap", "20", "--quiet"]  # fmt: skip
-FAST = dict(n_bootstrap=20, timing_references=False)
+FAST = dict(n_bootstrap=20, bare_torch_timings=False)
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -263,7 +263,7 @@ from _tiny_data import dataset, tiny_handle
 from bench import run_sweep
 h, ds = tiny_handle("llama"), dataset()
 run_sweep(h, ds, site="mlp_acts", method="atp", cache=True, n_bootstrap=20,
-          timing_references=False)
+          bare_torch_timings=False)
 real_save = torch.save
 def save_then_die(obj, f, *args, **kwargs):  # kill -9 in the middle of writing an entry
     with open(f, "wb") as out:
@@ -271,7 +271,7 @@ def save_then_die(obj, f, *args, **kwargs):  # kill -9 in the middle of writing 
     os.kill(os.getpid(), signal.SIGKILL)
 torch.save = save_then_die
 run_sweep(h, ds, site="mlp_out", method="atp", cache=True, n_bootstrap=20,
-          timing_references=False)
+          bare_torch_timings=False)
 """
 
 

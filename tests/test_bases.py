@@ -250,7 +250,7 @@ def test_release_resolves_end_to_end_against_a_local_hub_copy(monkeypatch, tmp_p
     torch.testing.assert_close(basis.encode(4, x), direct.encode(x))
     res = run_sweep(h, dataset(), basis="sae", site="mlp_out",
                     dictionary="release:pythia-70m-deduped-mlp-sm", method="atp",
-                    n_bootstrap=20, timing_references=False)  # fmt: skip
+                    n_bootstrap=20, bare_torch_timings=False)  # fmt: skip
     assert abs(res.faithfulness[-1] - 1) <= 1e-5
 
 
@@ -288,7 +288,7 @@ def test_faithfulness_is_one_for_all_and_zero_for_none(tmp_path, arch, basis, si
     h, ds = tiny_handle(arch), dataset()
     write_dictionary(tmp_path, h, basis=basis, site=site)
     res = run_sweep(h, ds, basis=basis, site=site, dictionary=f"path:{tmp_path}", method="atp",
-                    error_mode=error_mode, n_bootstrap=50, timing_references=False)  # fmt: skip
+                    error_mode=error_mode, n_bootstrap=50, bare_torch_timings=False)  # fmt: skip
     n_units = 5 * 2 * 48
     assert res.n_nodes == n_units + (5 * 2 if error_mode == "ablate" else 0)
     assert abs(res.faithfulness[-1] - 1) <= 1e-5  # F(all) = 1

@@ -128,7 +128,7 @@ def test_local_dictionary_trains_on_first_use_and_is_reused(tmp_path, cache, mon
     h.tokenizer.save_pretrained(tmp_path / "model")
     saved = load_model(tmp_path / "model")
     res = run_sweep(saved, dataset(), basis="sae", site="mlp_out", dictionary="local",
-                    method="atp", n_bootstrap=50, timing_references=False)  # fmt: skip
+                    method="atp", n_bootstrap=50, bare_torch_timings=False)  # fmt: skip
     assert abs(res.faithfulness[-1] - 1) <= 1e-5 and abs(res.completeness[-1]) <= 1e-5
     quality = res.dictionary_quality
     assert quality["l0"] == pytest.approx(4.0) and quality["width"] == 64

@@ -40,6 +40,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.cell import Cell
+
 DEFAULT_BASES = "neurons@mlp_acts,neurons@mlp_out,sae@mlp_out:local"
 DEFAULT_METHODS = "relp,atp,random"
 DEFAULT_N = (300, 32)  # 300/40 (docs/METHOD.md's example) takes ~10% longer; --n-test 40
@@ -65,30 +67,6 @@ def pytest_addoption(parser):
     g.addoption("--results-dir", default=".benchmarks/results")
 
 
-@dataclass(frozen=True)
-class CellSpec:
-    model: str
-    task: str
-    basis: str
-    site: str
-    dictionary: str | None
-    method: str
-    ablation: str
-    error_mode: str
-    n_train: int
-    n_test: int
-
-    @property
-    def id(self) -> str:
-        d = f":{self.dictionary}" if self.dictionary else ""
-        return f"{self.task}-{self.basis}@{self.site}{d}-{self.method}"
-
-    @property
-    def label(self) -> str:
-        d = f":{self.dictionary}" if self.dictionary else ""
-        return f"{self.basis}@{self.site}{d}"
-
-
 def _split(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
@@ -97,12 +75,10 @@ def _fail(what: str, bad: list[str], valid) -> None:
     raise pytest.UsageError(f"unknown {what} {', '.join(bad)}; valid: {', '.join(valid)}")
 
 
-def parse_cells(config) -> list[CellSpec]:
+def parse_cells(config) -> list[Cell]:
     """Expand the options into cells; bad values fail fast with the valid choices."""
     from bench.attribution import METHODS
-    from bench.bases import BASIS_NAMES
     from bench.protocol import ERROR_MODES, PROTOCOLS
-    from bench.sites import SITE_NAMES
     from tasks import list_tasks
 
     opt = config.getoption
@@ -132,24 +108,18 @@ def parse_cells(config) -> list[CellSpec]:
         _fail("dtype", [opt("--dtype")], DTYPES)
     parsed = []
     for spec in bases:
-        basis, _, rest = spec.partition("@")
-        site, _, dictionary = rest.partition(":")
-        if basis not in BASIS_NAMES or site not in SITE_NAMES:
-            raise pytest.UsageError(
-                f"bad basis spec {spec!r}: write basis@site[:dictionary] with basis in "
-                f"{', '.join(BASIS_NAMES)} and site in {', '.join(SITE_NAMES)}"
-            )
-        if basis != "neurons" and not dictionary:
-            raise pytest.UsageError(f"basis spec {spec!r} needs a dictionary, e.g. {spec}:local")
-        parsed.append((basis, site, dictionary or None))
+        try:
+            parsed.append(Cell.parse_basis(spec))
+        except ValueError as err:
+            raise pytest.UsageError(str(err)) from None
     if opt("--update-reference") and not opt("--reference"):
         raise pytest.UsageError("--update-reference needs --reference DIR (e.g. baselines/)")
+    where = {"model": opt("--model"), "n_train": n_train, "n_test": n_test}
+    protocol = {"ablation": opt("--ablation"), "error_mode": opt("--error-mode")}
     return [
-        CellSpec(
-            opt("--model"), t, b, s, d, m, opt("--ablation"), opt("--error-mode"), n_train, n_test
-        )
+        Cell(task=t, **b, method=m, **protocol, **where)
         for t in tasks
-        for (b, s, d) in parsed
+        for b in parsed
         for m in methods
     ]
 
@@ -207,14 +177,14 @@ class Suite:
                 self.handles[model] = load_model(model, dtype=self.dtype)
         return self.handles[model]
 
-    def basis(self, cell: CellSpec):
+    def basis(self, cell: Cell):
         """Each basis is built once per run (a local SAE trains here on first use)."""
         key = (cell.model, cell.basis, cell.site, cell.dictionary)
         if key not in self.bases:
             from bench.bases import make_basis
 
             handle = self.handle(cell.model)
-            label = f"{cell.basis}@{cell.site}" + (f":{cell.dictionary}" if cell.dictionary else "")
+            label = cell.label
             note = " (a local dictionary trains on first use)" if cell.dictionary == "local" else ""
             shown = self.shown(f"building basis {label}{note}") if cell.dictionary else None
             with shown or contextlib.nullcontext():
@@ -222,16 +192,16 @@ class Suite:
         return self.bases[key]
 
     @staticmethod
-    def joint_group(cell: CellSpec) -> tuple:
+    def joint_group(cell: Cell) -> tuple:
         """Cells sharing this key can be attributed in one joint pass (same split, method)."""
         return (cell.model, cell.task, cell.method, cell.ablation, cell.n_train, cell.n_test)
 
-    def sharing(self, cell: CellSpec) -> list[CellSpec]:
+    def sharing(self, cell: Cell) -> list[Cell]:
         """The run's other cells that one joint attribution pass can serve with ``cell``."""
         group = self.joint_group(cell)
         return [c for c in self.cells if c != cell and self.joint_group(c) == group]
 
-    def dataset(self, cell: CellSpec):
+    def dataset(self, cell: Cell):
         key = (cell.model, cell.task, cell.n_train, cell.n_test)
         if key not in self.datasets:
             from tasks import get_task

@@ -23,7 +23,7 @@ import json
 import logging
 import subprocess
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from bench.attribution import (
 )
 from bench.bases import Basis, make_basis
 from bench.cache import CorruptEntryError, cache_root, load_checked, save_checked
+from bench.cell import Cell, RunSettings
 from bench.models import ModelHandle
 from bench.protocol import (
     DEFAULT_ERROR_MODE,
@@ -102,24 +103,6 @@ def measure_bare_torch(handle: ModelHandle, train_batch, test) -> dict[str, floa
     return {"plain_forward_s": _timed(plain), "lean_fwd_fwd_bwd_s": _timed(lean)}
 
 
-@dataclass(frozen=True)
-class Cell:
-    """What one sweep measures and how (everything except model and dataset)."""
-
-    basis: str = "neurons"
-    site: str = "mlp_acts"
-    method: str = "relp"
-    ablation: str = DEFAULT_PROTOCOL  # the protocol: sets attribution's and the sweep's reference
-    dictionary: str | None = None
-    error_mode: str = DEFAULT_ERROR_MODE
-    sizes: tuple[int, ...] | None = None
-    seed: int = 0
-    batch_size: int = 32
-    ig_steps: int = 10
-    n_bootstrap: int = 1000
-    masks_per_forward: int = 8
-
-
 @dataclass
 class Prepared:
     handle: ModelHandle
@@ -128,6 +111,7 @@ class Prepared:
     basis: Basis
     train: dict[str, torch.Tensor]  # clean_ids/cf_ids [n, seq], answer ids [n]
     test: dict[str, torch.Tensor]
+    settings: RunSettings = field(default_factory=RunSettings)
 
 
 @dataclass
@@ -142,12 +126,23 @@ class Measured:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def prepare(handle: ModelHandle, ds, cell: Cell, basis: Basis | None = None) -> Prepared:
+def prepare(
+    handle: ModelHandle,
+    ds,
+    cell: Cell,
+    basis: Basis | None = None,
+    settings: RunSettings | None = None,
+) -> Prepared:
     """Steps 1-2: validate the cell and the dataset, encode the splits.
 
     ``basis``: an already built basis for the cell's basis/site/dictionary (a suite builds each
-    once); by default it is made here (a local SAE trains on first use)."""
-    validate.check_cell(cell)  # numbers in range, before a basis is built or anything is cached
+    once); by default it is made here (a local SAE trains on first use). ``settings``: batch
+    size, bootstrap resamples, masks per forward (default :class:`RunSettings`)."""
+    settings = settings or RunSettings()
+    cell = cell.measured()  # what is measured; model/task/split sizes come with handle and ds
+    validate.check_cell(
+        cell, settings
+    )  # numbers in range, before a basis is built or anything is cached
     check_method(cell.method)
     get_protocol(cell.ablation)  # raises naming the valid protocols
     check_error_mode(cell.error_mode)
@@ -163,8 +158,9 @@ def prepare(handle: ModelHandle, ds, cell: Cell, basis: Basis | None = None) -> 
     enc = ds.encode(handle.tokenizer)
     train = {k: v.to(handle.device) for k, v in enc["train"].items()}
     test = {k: v.to(handle.device) for k, v in enc["test"].items()}
-    validate.check_cell(cell, basis, handle.sites.n_layers, test["clean_ids"].shape[1])  # sizes
-    return Prepared(handle, ds, cell, basis, train, test)
+    n_layers, seq_len = handle.sites.n_layers, test["clean_ids"].shape[1]
+    validate.check_cell(cell, settings, basis, n_layers, seq_len)  # sizes
+    return Prepared(handle, ds, cell, basis, train, test, settings)
 
 
 def attribution_key(prep: Prepared) -> str:
@@ -182,7 +178,7 @@ def attribution_key(prep: Prepared) -> str:
         "reference": get_protocol(c.ablation).attribution,
         "seed": c.seed,
         "ig_steps": c.ig_steps if METHOD_REGISTRY[c.method].uses_ig_steps else None,
-        "batch_size": c.batch_size,
+        "batch_size": prep.settings.batch_size,
     }
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:32]
 
@@ -225,7 +221,8 @@ def _attribute_cached(
                 group.append(other)
     start = time.perf_counter()
     all_scores = attribute_many(
-        prep.handle, [p.basis for p in group], prep.train, c.method, c.batch_size, c.ig_steps,
+        prep.handle, [p.basis for p in group], prep.train, c.method, prep.settings.batch_size,
+        c.ig_steps,
         c.seed, progress, get_protocol(c.ablation).attribution,
     )  # fmt: skip
     seconds = time.perf_counter() - start
@@ -262,7 +259,7 @@ def measure(
     n_nonzero = int((flat != 0).sum())
     sm = evaluate(
         prep.handle, prep.basis, prep.test, node_ranks(flat), grid, values, ablate_error,
-        c.masks_per_forward, progress, k_nonzero=n_nonzero,
+        prep.settings.masks_per_forward, progress, k_nonzero=n_nonzero,
     )  # fmt: skip
     validate.check_finite_metrics(sm, f"on the test split of {prep.ds.task!r}")  # before any result
     t_sweep = time.perf_counter() - start
@@ -296,17 +293,17 @@ def finish(
     the same test pairs, the denominator of the paired k ratio;
     the result then carries ``extra["k_ratio_vs_neurons"]``, k@0.8 of this cell over that
     one's with a paired bootstrap CI (docs/METHOD.md, "Sweep and scores")."""
-    c, sm, ds = prep.cell, ms.metrics, prep.ds
+    c, st, sm, ds = prep.cell, prep.settings, ms.metrics, prep.ds
     sz = np.asarray(ms.sizes)
     faith = scores.curve(sm.m_faith, sm.m_full, sm.m_empty)
     comp = scores.curve(sm.m_comp, sm.m_full, sm.m_empty)
     validate.check_finite_curves(faith, comp, sm.m_full, sm.m_empty, ds.task)
     point = scores.scalars(sz, faith, ms.n_nodes)
     ci = scores.bootstrap(
-        sz, sm.m_faith, sm.m_comp, sm.m_full, sm.m_empty, ms.n_nodes, c.n_bootstrap, c.seed
+        sz, sm.m_faith, sm.m_comp, sm.m_full, sm.m_empty, ms.n_nodes, st.n_bootstrap, c.seed
     )
     timings: dict[str, Any] = {"attribution_s": ms.attribution_s, "sweep_s": ms.sweep_s}
-    n_batches = -(-len(ds.train) // c.batch_size)
+    n_batches = -(-len(ds.train) // st.batch_size)
     timings.update(
         n_train_batches=n_batches,
         n_sweep_forwards=sm.n_forwards,
@@ -316,7 +313,7 @@ def finish(
         dtype=str(prep.handle.dtype).removeprefix("torch."),
     )
     if bare_torch_timings:
-        batch = {k: v[: c.batch_size] for k, v in prep.train.items()}
+        batch = {k: v[: st.batch_size] for k, v in prep.train.items()}
         bare = bare_torch or measure_bare_torch(prep.handle, batch, prep.test)
         timings.update(bare)
         timings["attribution_ratio"] = ms.attribution_s / (n_batches * bare["lean_fwd_fwd_bwd_s"])
@@ -334,10 +331,10 @@ def finish(
             denom.metrics.m_full,
             denom.metrics.m_empty,
         )
-        ratio = scores.paired_k_ratio(mine, theirs, c.n_bootstrap, c.seed)
+        ratio = scores.paired_k_ratio(mine, theirs, st.n_bootstrap, c.seed)
         # JSON key "reference" kept (reports/cells.py reads it): the denominator cell's label
         extra["k_ratio_vs_neurons"] = {**ratio, "reference": label, "paired": True}
-    extra["cell"] = {k: v for k, v in asdict(c).items() if k not in ("sizes",)}
+    extra["cell"] = c.record(st)
     error_mode = c.error_mode if prep.basis.has_error else None
     return SweepResult(
         model=prep.handle.name,
@@ -403,9 +400,11 @@ def run_sweep(
     ``mean`` and ``zero`` use one reference for attribution and ablation; ``marks`` is the
     unmatched pairing of Marks et al. ``error_mode``: ``ablate`` (default) or ``keep``."""
     cell = Cell(
-        basis, site, method, ablation, dictionary, error_mode,
-        validate.check_sizes(sizes), seed, batch_size, ig_steps, n_bootstrap,
-        masks_per_forward,
+        basis=basis, site=site, method=method, ablation=ablation, dictionary=dictionary,
+        error_mode=error_mode, sizes=validate.check_sizes(sizes), seed=seed, ig_steps=ig_steps,
     )  # fmt: skip
-    prep = prepare(handle, ds, cell)
+    settings = RunSettings(
+        batch_size=batch_size, n_bootstrap=n_bootstrap, masks_per_forward=masks_per_forward
+    )
+    prep = prepare(handle, ds, cell, settings=settings)
     return finish(prep, measure(prep, progress, cache), bare_torch_timings)

@@ -16,14 +16,7 @@ import pytest
 from bench import reference
 from bench.attribution import JOINT_METHODS
 from bench.conftest import results_dir
-from bench.run import Cell, finish, measure, measure_bare_torch, prepare
-
-
-def _spec(cell) -> Cell:
-    return Cell(
-        basis=cell.basis, site=cell.site, method=cell.method, ablation=cell.ablation,
-        dictionary=cell.dictionary, error_mode=cell.error_mode,
-    )  # fmt: skip
+from bench.run import finish, measure, measure_bare_torch, prepare
 
 
 def test_cell(benchmark, cell, suite, request):
@@ -33,14 +26,14 @@ def test_cell(benchmark, cell, suite, request):
     prepared = []
 
     def setup():  # untimed: bases (SAEs load or train here), token ids
-        prepared.append(prepare(handle, ds, _spec(cell), suite.basis(cell)))
+        prepared.append(prepare(handle, ds, cell, suite.basis(cell)))
         share = []
         if (
             cell.method in JOINT_METHODS
             and (group := suite.joint_group(cell)) not in suite.joint_done
         ):
             suite.joint_done.add(group)  # the group's first cell attributes all its bases
-            share = [prepare(handle, ds, _spec(c), suite.basis(c)) for c in suite.sharing(cell)]
+            share = [prepare(handle, ds, c, suite.basis(c)) for c in suite.sharing(cell)]
         return (prepared[-1],), {"cache": True, "share": share}
 
     measured = benchmark.pedantic(measure, setup=setup, rounds=1, iterations=1)

@@ -138,11 +138,16 @@ def n_nodes_of(basis: Any, n_layers: int, seq_len: int, error_mode: str) -> int:
 
 
 def check_cell(
-    cell: Any, basis: Any = None, n_layers: int | None = None, seq_len: int | None = None
+    cell: Any,
+    settings: Any,
+    basis: Any = None,
+    n_layers: int | None = None,
+    seq_len: int | None = None,
 ) -> None:
-    """A ``bench.run.Cell``'s numbers (API names); with a basis and the split's shape, its
-    sizes against the number of nodes too."""
-    check_numbers({name: getattr(cell, name) for name in CELL_MINIMUMS}, API)
+    """A ``bench.cell.Cell``'s and its ``RunSettings``' numbers (API names); with a basis and
+    the split's shape, its sizes against the number of nodes too."""
+    values = {n: getattr(settings if hasattr(settings, n) else cell, n) for n in CELL_MINIMUMS}
+    check_numbers(values, API)
     if basis is None or cell.sizes is None:
         check_sizes(cell.sizes, None, API)
     else:

@@ -40,7 +40,7 @@ def test_cell(benchmark, cell, suite, request):
     prep = prepared[-1]
     key = (cell.model, cell.task, cell.n_train, cell.n_test)
     if key not in suite.bare_torch_timings:  # bare torch on this dataset's batches, once per run
-        batch = {k: v[: prep.cell.batch_size] for k, v in prep.train.items()}
+        batch = {k: v[: prep.settings.batch_size] for k, v in prep.train.items()}
         suite.bare_torch_timings[key] = measure_bare_torch(handle, batch, prep.test)
     # k@0.8(dictionary) / k@0.8(neurons@mlp_acts) with a paired bootstrap over the same pairs
     pair_key = suite.joint_group(cell)

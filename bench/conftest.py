@@ -25,8 +25,11 @@ case; see ``bench/test_suite.py``. Options:
 
 Model loading, dataset building and SAE training happen outside the timed body; attributions
 and SAEs are cached on disk between runs. ``atp``/``relp`` attribute every basis of a task in
-one set of backward passes (the first such cell of a task, timed, pays for all and records
-it; the others read the result from the cache, ``attribution_cached``). Benchmark JSON is
+one set of backward passes: the suite builds one ``bench.joint.JointAttribution`` per group
+(model, task, method, protocol, split); the group's first cell, timed, pays for all and records
+it; the others get their scores from memory (``attribution_cached``). neurons@mlp_acts runs
+first in every group, whatever the order of ``--bases``, so every dictionary cell gets its
+paired k ratio. Benchmark JSON is
 autosaved under .benchmarks/ so runs accumulate and ``pytest-benchmark compare`` works on them.
 The run ends with the answer: per task, k@0.8 [CI] per basis, the paired ratio
 dictionary / neurons@mlp_acts [CI] and a verdict (:mod:`bench.verdict`).
@@ -43,6 +46,7 @@ import pytest
 from bench.cell import Cell
 
 DEFAULT_BASES = "neurons@mlp_acts,neurons@mlp_out,sae@mlp_out:local"
+BASELINE_CELL = ("neurons", "mlp_acts", None)  # the denominator of every paired k ratio
 DEFAULT_METHODS = "relp,atp,random"
 DEFAULT_N = (300, 32)  # 300/40 (docs/METHOD.md's example) takes ~10% longer; --n-test 40
 DTYPES = ("auto", "float32", "bfloat16")
@@ -114,6 +118,9 @@ def parse_cells(config) -> list[Cell]:
             raise pytest.UsageError(str(err)) from None
     if opt("--update-reference") and not opt("--reference"):
         raise pytest.UsageError("--update-reference needs --reference DIR (e.g. baselines/)")
+    # neurons@mlp_acts first in every group: it is the denominator of the dictionary cells'
+    # paired k ratios, so the ratio does not depend on the order of --bases
+    parsed.sort(key=lambda b: (b["basis"], b["site"], b["dictionary"]) != BASELINE_CELL)
     where = {"model": opt("--model"), "n_train": n_train, "n_test": n_test}
     protocol = {"ablation": opt("--ablation"), "error_mode": opt("--error-mode")}
     return [
@@ -152,7 +159,7 @@ class Suite:
     bare_torch_timings: dict = field(default_factory=dict)
     neuron_cells: dict = field(default_factory=dict)  # per-pair metrics for paired k ratios
     results: list = field(default_factory=list)  # every cell's SweepResult, for the verdict
-    joint_done: set = field(default_factory=set)  # joint groups whose attribution pass ran
+    joints: dict = field(default_factory=dict)  # joint group -> its JointAttribution
     checks: list = field(default_factory=list)
     updated: list = field(default_factory=list)
 
@@ -196,10 +203,22 @@ class Suite:
         """Cells sharing this key can be attributed in one joint pass (same split, method)."""
         return (cell.model, cell.task, cell.method, cell.ablation, cell.n_train, cell.n_test)
 
-    def sharing(self, cell: Cell) -> list[Cell]:
-        """The run's other cells that one joint attribution pass can serve with ``cell``."""
+    def joint(self, cell: Cell):
+        """The JointAttribution of ``cell``'s group (built on the group's first cell, from every
+        selected cell of the group); None for methods that attribute one basis at a time."""
+        from bench.attribution import JOINT_METHODS
+        from bench.joint import JointAttribution
+        from bench.run import prepare
+
+        if cell.method not in JOINT_METHODS:
+            return None
         group = self.joint_group(cell)
-        return [c for c in self.cells if c != cell and self.joint_group(c) == group]
+        if group not in self.joints:
+            handle, ds = self.handle(cell.model), self.dataset(cell)
+            members = [c for c in self.cells if self.joint_group(c) == group]
+            preps = [prepare(handle, ds, c, self.basis(c)) for c in members]
+            self.joints[group] = JointAttribution(preps)
+        return self.joints[group]
 
     def dataset(self, cell: Cell):
         key = (cell.model, cell.task, cell.n_train, cell.n_test)

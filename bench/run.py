@@ -17,9 +17,7 @@ Steps (docs/METHOD.md, "The pipeline"), in three stages so a benchmark can time 
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
-import json
 import logging
 import subprocess
 import time
@@ -32,15 +30,13 @@ import torch
 
 from bench import scores, validate
 from bench.attribution import (
-    JOINT_METHODS,
     METHOD_REGISTRY,
     NodeScores,
-    attribute_many,
     check_method,
 )
 from bench.bases import Basis, make_basis
-from bench.cache import CorruptEntryError, cache_root, load_checked, save_checked
 from bench.cell import Cell, RunSettings
+from bench.joint import ATTRIBUTION_CODE_VERSION, JointAttribution, attribution_key  # noqa: F401
 from bench.models import ModelHandle
 from bench.protocol import (
     DEFAULT_ERROR_MODE,
@@ -52,8 +48,6 @@ from bench.result import SweepResult
 from bench.sweep import SweepMetrics, ablation_values, evaluate, node_ranks
 
 log = logging.getLogger(__name__)
-
-ATTRIBUTION_CODE_VERSION = 4  # bump when a change to attribution code changes scores
 
 
 def library_versions() -> dict[str, str]:
@@ -163,91 +157,21 @@ def prepare(
     return Prepared(handle, ds, cell, basis, train, test, settings)
 
 
-def attribution_key(prep: Prepared) -> str:
-    """Hash of everything that changes a cell's attribution scores."""
-    c = prep.cell
-    ids = torch.cat([prep.train["clean_ids"], prep.train["cf_ids"]], 1).cpu().numpy()
-    answers = torch.stack([prep.train["clean_answer_id"], prep.train["cf_answer_id"]])
-    data = {
-        "code": ATTRIBUTION_CODE_VERSION,
-        "model": [prep.handle.name, prep.handle.source, str(prep.handle.dtype)],
-        "task": [prep.ds.task, str(prep.ds.version)],
-        "train": hashlib.sha256(ids.tobytes() + answers.cpu().numpy().tobytes()).hexdigest(),
-        "basis": prep.basis.describe(),
-        "method": c.method,
-        "reference": get_protocol(c.ablation).attribution,
-        "seed": c.seed,
-        "ig_steps": c.ig_steps if METHOD_REGISTRY[c.method].uses_ig_steps else None,
-        "batch_size": prep.settings.batch_size,
-    }
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:32]
-
-
-def ref_of(prep: Prepared) -> str:
-    """The reference a cell's attribution scores against."""
-    return get_protocol(prep.cell.ablation).attribution
-
-
-def _load_cached(path: Path | None, prep: Prepared):
-    if path is None or not path.exists():
-        return None
-    try:
-        saved = load_checked(path, map_location=prep.handle.device)  # verifies its sha256
-        sc = NodeScores(saved["units"], saved["error"], prep.cell.method)
-        validate.check_finite_scores(sc.units, sc.error, f"in cache entry {path}")
-        return sc, saved["seconds"], saved.get("joint", [prep.basis.describe()])
-    except (CorruptEntryError, FloatingPointError, KeyError) as err:  # recomputed, not trusted
-        log.warning("attribution cache entry cannot be trusted (%s); recomputing it", err)
-        return None
-
-
-def _attribute_cached(
-    prep: Prepared, progress: bool, cache: bool, share: list[Prepared]
-) -> tuple[NodeScores, float, bool, list]:
-    """Scores for ``prep``; with ``share`` (other bases, same model, split and method), one
-    joint pass computes and caches theirs too, so their cells find them on disk."""
-    c = prep.cell
-    path = cache_root() / "attributions" / f"{attribution_key(prep)}.pt" if cache else None
-    if (hit := _load_cached(path, prep)) is not None:
-        return hit[0], hit[1], True, hit[2]
-    group = [prep]
-    if c.method in JOINT_METHODS and cache:
-        for other in share:
-            same = other.cell.method == c.method and other.handle is prep.handle
-            same = same and ref_of(other) == ref_of(prep)
-            same = same and torch.equal(other.train["clean_ids"], prep.train["clean_ids"])
-            other_path = cache_root() / "attributions" / f"{attribution_key(other)}.pt"
-            if same and other is not prep and not other_path.exists():
-                group.append(other)
-    start = time.perf_counter()
-    all_scores = attribute_many(
-        prep.handle, [p.basis for p in group], prep.train, c.method, prep.settings.batch_size,
-        c.ig_steps,
-        c.seed, progress, get_protocol(c.ablation).attribution,
-    )  # fmt: skip
-    seconds = time.perf_counter() - start
-    joint = [p.basis.describe() for p in group]
-    for p, sc in zip(group, all_scores, strict=True):  # before anything is cached
-        validate.check_finite_scores(
-            sc.units, sc.error, f"({p.cell.method}, {p.cell.basis}@{p.cell.site})"
-        )
-    if cache:
-        for p, sc in zip(group, all_scores, strict=True):
-            entry = {"units": sc.units, "error": sc.error, "seconds": seconds, "joint": joint}
-            save_checked(entry, cache_root() / "attributions" / f"{attribution_key(p)}.pt")
-    return all_scores[0], seconds, False, joint
-
-
 def measure(
-    prep: Prepared, progress: bool = False, cache: bool = False, share: list[Prepared] = ()
+    prep: Prepared,
+    progress: bool = False,
+    cache: bool = False,
+    joint: JointAttribution | None = None,
 ) -> Measured:
     """Steps 3-4: attribution on the train split, the size sweep on the test split.
 
-    ``share``: cells of other bases on the same split and method; ``atp``/``relp`` attribute
-    them in the same backward passes (cached for their own cells; needs ``cache``)."""
+    ``joint``: the :class:`~bench.joint.JointAttribution` of ``prep``'s group (a suite builds
+    one per group); ``atp``/``relp`` then attribute every basis of the group in the first
+    member's pass and hold the others' scores in memory. Without it, ``prep`` alone."""
     c = prep.cell
     torch.manual_seed(c.seed)
-    sc, t_attr, cached, joint = _attribute_cached(prep, progress, cache, list(share))
+    stage = joint if joint is not None else JointAttribution([prep])
+    sc, t_attr, cached, joint_bases = stage.scores(prep, progress, cache)
     start = time.perf_counter()
     ablate_error = prep.basis.has_error and c.error_mode == "ablate"
     flat = sc.flat(include_error=ablate_error)
@@ -263,7 +187,7 @@ def measure(
     )  # fmt: skip
     validate.check_finite_metrics(sm, f"on the test split of {prep.ds.task!r}")  # before any result
     t_sweep = time.perf_counter() - start
-    extra = {"attribution_joint_bases": joint} if len(joint) > 1 else {}
+    extra = {"attribution_joint_bases": joint_bases} if len(joint_bases) > 1 else {}
     return Measured(sc, sm, grid, n_nodes, t_attr, t_sweep, cached, extra)
 
 

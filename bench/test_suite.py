@@ -14,7 +14,6 @@ from __future__ import annotations
 import pytest
 
 from bench import reference
-from bench.attribution import JOINT_METHODS
 from bench.conftest import results_dir
 from bench.run import finish, measure, measure_bare_torch, prepare
 
@@ -25,16 +24,9 @@ def test_cell(benchmark, cell, suite, request):
     ds = suite.dataset(cell)
     prepared = []
 
-    def setup():  # untimed: bases (SAEs load or train here), token ids
+    def setup():  # untimed: bases (SAEs load or train here), token ids, the joint group
         prepared.append(prepare(handle, ds, cell, suite.basis(cell)))
-        share = []
-        if (
-            cell.method in JOINT_METHODS
-            and (group := suite.joint_group(cell)) not in suite.joint_done
-        ):
-            suite.joint_done.add(group)  # the group's first cell attributes all its bases
-            share = [prepare(handle, ds, c, suite.basis(c)) for c in suite.sharing(cell)]
-        return (prepared[-1],), {"cache": True, "share": share}
+        return (prepared[-1],), {"cache": True, "joint": suite.joint(cell)}
 
     measured = benchmark.pedantic(measure, setup=setup, rounds=1, iterations=1)
     prep = prepared[-1]

@@ -5,24 +5,24 @@ Steps (docs/METHOD.md, "The pipeline"), in three stages so a benchmark can time 
 - :func:`prepare`: (1) validate the cell (basis, site, method, protocol, error mode) and the
   dataset; (2) encode the dataset's splits to token ids on the model's device;
 - :func:`measure`: (3) attribute on the train split against the protocol's attribution
-  reference (:mod:`bench.attribution`, :mod:`bench.protocol`; cached on disk when asked, keyed
-  by everything that changes the scores, the reference included); (4) rank nodes and evaluate
+  reference (:mod:`bench.attribution`, :mod:`bench.protocol`) through the attribution stage
+  (:mod:`bench.joint`: one joint pass per group, cached on disk when asked, keyed by everything
+  that changes the scores, the reference included); (4) rank nodes and evaluate
   the shared size grid on the test split, ablating to the protocol's ablation reference, plus
   the consistency circuit of every non-zero-score node (:mod:`bench.sweep`); both timed;
-- :func:`finish`: (5) curves, scalars and bootstrap CIs (:mod:`bench.scores`); (6) bare-torch
-  timings from the same run — one plain forward of the test batch, one lean forward +
-  forward + backward of a train batch — giving ``attribution_ratio`` and ``sweep_ratio``;
-  (7) a SweepResult with the protocol, the consistency check, seeds, versions and timings.
+- :func:`finish` only assembles: (5) curves, scalars and bootstrap CIs (:mod:`bench.scores`,
+  from the SweepMetrics); (6) bare-torch timings (:mod:`bench.provenance`) from the same
+  run — one plain forward of the test batch, one lean forward + forward + backward of a
+  train batch — giving ``attribution_ratio`` and ``sweep_ratio``;
+  (7) a SweepResult with the protocol, the consistency check, seeds, versions
+  (:mod:`bench.provenance`) and timings.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
-import subprocess
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,57 +44,11 @@ from bench.protocol import (
     check_error_mode,
     get_protocol,
 )
+from bench.provenance import library_versions, measure_bare_torch
 from bench.result import SweepResult
 from bench.sweep import SweepMetrics, ablation_values, evaluate, node_ranks
 
 log = logging.getLogger(__name__)
-
-
-def library_versions() -> dict[str, str]:
-    out = {}
-    for dist in ("sparsebench", "torch", "transformers", "sae-lens", "numpy", "scipy"):
-        try:
-            out[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            out[dist] = "absent"
-    try:
-        root = Path(__file__).resolve().parents[1]
-        out["git_commit"] = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        out["git_commit"] = "unknown"
-    return out
-
-
-def _timed(fn, repeats: int = 2) -> float:
-    """Best of ``repeats`` wall times of ``fn()`` (the model is warm: the cell just ran)."""
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
-def measure_bare_torch(handle: ModelHandle, train_batch, test) -> dict[str, float]:
-    """Step 6: seconds of a plain test forward and of a lean fwd+fwd+bwd on a train batch."""
-    model = handle.model
-
-    def plain():
-        with torch.no_grad():
-            model(input_ids=test["clean_ids"], logits_to_keep=1)
-
-    def lean():
-        emb = model.get_input_embeddings()(train_batch["clean_ids"]).requires_grad_(True)
-        logits = model(inputs_embeds=emb, logits_to_keep=1).logits[:, -1]
-        rows = torch.arange(logits.shape[0], device=logits.device)
-        m = logits[rows, train_batch["clean_answer_id"]] - logits[rows, train_batch["cf_answer_id"]]
-        torch.autograd.grad(m.sum(), emb)
-        with torch.no_grad():
-            model(input_ids=train_batch["cf_ids"], logits_to_keep=1)
-
-    return {"plain_forward_s": _timed(plain), "lean_fwd_fwd_bwd_s": _timed(lean)}
 
 
 @dataclass
@@ -223,9 +177,7 @@ def finish(
     comp = scores.curve(sm.m_comp, sm.m_full, sm.m_empty)
     validate.check_finite_curves(faith, comp, sm.m_full, sm.m_empty, ds.task)
     point = scores.scalars(sz, faith, ms.n_nodes)
-    ci = scores.bootstrap(
-        sz, sm.m_faith, sm.m_comp, sm.m_full, sm.m_empty, ms.n_nodes, st.n_bootstrap, c.seed
-    )
+    ci = scores.bootstrap_metrics(sz, sm, ms.n_nodes, st.n_bootstrap, c.seed)
     timings: dict[str, Any] = {"attribution_s": ms.attribution_s, "sweep_s": ms.sweep_s}
     n_batches = -(-len(ds.train) // st.batch_size)
     timings.update(
@@ -248,14 +200,9 @@ def finish(
         extra["ig_steps"] = c.ig_steps
     if ratio_denominator is not None:
         label, denom = ratio_denominator
-        mine = (sz, sm.m_faith, sm.m_full, sm.m_empty)
-        theirs = (
-            np.asarray(denom.sizes),
-            denom.metrics.m_faith,
-            denom.metrics.m_full,
-            denom.metrics.m_empty,
+        ratio = scores.paired_k_ratio_metrics(
+            sz, sm, np.asarray(denom.sizes), denom.metrics, st.n_bootstrap, c.seed
         )
-        ratio = scores.paired_k_ratio(mine, theirs, st.n_bootstrap, c.seed)
         # JSON key "reference" kept (reports/cells.py reads it): the denominator cell's label
         extra["k_ratio_vs_neurons"] = {**ratio, "reference": label, "paired": True}
     extra["cell"] = c.record(st)

@@ -13,6 +13,11 @@ each computed batch by batch over the train pairs:
 - ``exact`` each node set alone to its reference: m(x) − m(x | node ← r(x));
 - ``random`` a seeded random score (the floor of every plot).
 
+Each method is registered once, with its properties, by :func:`register_method` (name, whether
+one set of backward passes serves every basis of a group — ``joint`` —, whether it uses
+``ig_steps``, and its function); :data:`METHODS` and :data:`JOINT_METHODS` derive from
+:data:`METHOD_REGISTRY`, and :func:`attribute_many` dispatches through it.
+
 Steps of :func:`attribute` / :func:`attribute_many`: (1) check inputs; for ``mean``, the
 reference means over the train split's counterfactual prompts; (2) per batch, one gradient
 forward on the clean prompts capturing every site the bases use, and (``patch`` only) one
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -39,11 +45,46 @@ from bench.relp import relp_replacement
 
 log = logging.getLogger(__name__)
 
-METHODS = ("atp", "ig", "relp", "exact", "random")
+
+@dataclass(frozen=True)
+class MethodArgs:
+    """What a method may use besides the model, the bases and the train split."""
+
+    batch_size: int = 32
+    ig_steps: int = 10
+    seed: int = 0
+    progress: bool = False
+    reference: str = "patch"  # r(x): "patch" | "mean" | "zero"
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered attribution method and its properties."""
+
+    name: str
+    joint: bool  # one set of backward passes serves every basis of a group (same split)
+    fn: Callable[..., list[NodeScores]]  # (handle, bases, train, MethodArgs) -> one per basis
+    uses_ig_steps: bool = False  # its scores depend on MethodArgs.ig_steps
+
+
+METHOD_REGISTRY: dict[str, Method] = {}  # filled by @register_method below, in this order
+
+
+def register_method(name: str, *, joint: bool, uses_ig_steps: bool = False):
+    """Register ``fn(handle, bases, train, args) -> list[NodeScores]`` as method ``name``
+    (the lm-evaluation-harness ``register_metric`` pattern)."""
+
+    def deco(fn: Callable[..., list[NodeScores]]) -> Callable[..., list[NodeScores]]:
+        if name in METHOD_REGISTRY:
+            raise ValueError(f"attribution method {name!r} is registered twice")
+        METHOD_REGISTRY[name] = Method(name, joint, fn, uses_ig_steps)
+        return fn
+
+    return deco
 
 
 @dataclass
-class Scores:
+class NodeScores:
     """Scores of every node; error scores only for dictionary bases."""
 
     units: torch.Tensor  # [layers, pos, n_units]
@@ -86,16 +127,6 @@ def _site_values(handle, keys, ids) -> dict:
     return dict(acts)
 
 
-def _pullback(basis: Basis, layer: int, g: torch.Tensor, n_units: int) -> torch.Tensor:
-    """∂m/∂u from the site gradient g: the (linear) decoder's transpose applied to g."""
-    if basis.identity:
-        return g
-    z = torch.zeros((*g.shape[:-1], n_units), dtype=g.dtype, device=g.device, requires_grad=True)
-    with torch.enable_grad():
-        (gu,) = torch.autograd.grad(basis.decode_delta(layer, z), z, g)
-    return gu
-
-
 def _gradient_products(handle, bases: list[Basis], batch, relp: bool, accs, ref: str, means):
     """(u(x) − r(x)) · ∂m/∂u for every basis at once, summed over the batch, into ``accs``.
 
@@ -107,9 +138,7 @@ def _gradient_products(handle, bases: list[Basis], batch, relp: bool, accs, ref:
     """
     n_layers = handle.sites.n_layers
     write = list(dict.fromkeys(b.site for b in bases))
-    read = [
-        s for s in dict.fromkeys(getattr(b, "read_site", b.site) for b in bases) if s not in write
-    ]
+    read = [s for s in dict.fromkeys(b.read_site for b in bases) if s not in write]
     grad_keys = [(s, layer) for s in write for layer in range(n_layers)]
     keys = grad_keys + [(s, layer) for s in read for layer in range(n_layers)]
     ctx = relp_replacement(handle.sites) if relp else contextlib.nullcontext()
@@ -121,7 +150,7 @@ def _gradient_products(handle, bases: list[Basis], batch, relp: bool, accs, ref:
     grad = dict(zip(grad_keys, grads, strict=True))
     with torch.no_grad():
         for i, (basis, (acc_u, acc_e)) in enumerate(zip(bases, accs, strict=True)):
-            read_site = getattr(basis, "read_site", basis.site)
+            read_site = basis.read_site
             for layer in range(n_layers):
                 g = grad[(basis.site, layer)]
                 if g is None:
@@ -136,7 +165,7 @@ def _gradient_products(handle, bases: list[Basis], batch, relp: bool, accs, ref:
                     u_r, e_r = means[i][layer].units, means[i][layer].error
                 else:  # zero
                     u_r, e_r = torch.zeros_like(u), torch.zeros_like(x)
-                gu = _pullback(basis, layer, g, u.shape[-1])
+                gu = basis.pullback(layer, g, u.shape[-1])
                 acc_u[layer] += ((u - u_r).float() * gu.float()).sum(0)
                 if basis.has_error:
                     diff = (x - basis.decode(layer, u)) - e_r
@@ -161,7 +190,7 @@ def _ig(handle, basis, batch, steps: int, acc_u, acc_e, ref: str, means) -> None
             e = (cf[layer].error + a * de).reshape(steps * b, *de.shape[1:]).requires_grad_(True)
 
         def fn(x, u=u, e=e, layer=layer):
-            out = u if basis.identity else basis.decode(layer, u)
+            out = basis.decode(layer, u)  # neurons: u itself
             return out + e if e is not None else out
 
         with intervene(handle.sites, replace={(basis.site, layer): fn}):
@@ -179,10 +208,8 @@ def _single_node_patch(basis, layer, u, clean_l: LayerUnits, cf_l: LayerUnits, p
     reference (``cf_l``: r(x) of every unit and error node)."""
 
     def fn(x: torch.Tensor) -> torch.Tensor:  # [G*B, pos, width]
-        if basis.identity:
-            return u.reshape_as(x)
-        base_u = clean_l.units.repeat(u.shape[0], 1, 1)
-        out = x + basis.decode_delta(layer, u.reshape(base_u.shape) - base_u)
+        base_u = clean_l.units.repeat(u.shape[0], 1, 1)  # [G*B, pos, n]
+        out = basis.splice(layer, x, u.reshape(base_u.shape), base_u)  # neurons: u itself
         if is_err.any():  # an error node: add e(x′) − e(x) at its position
             out4 = out.view(u.shape[0], -1, *out.shape[1:]).clone()
             rows_e, pos_e = torch.arange(u.shape[0])[is_err], pos[is_err]
@@ -249,7 +276,7 @@ def attribute(
     seed: int = 0,
     progress: bool = False,
     reference: str = "patch",
-) -> Scores:
+) -> NodeScores:
     """Scores for every node of ``basis`` against ``reference``, averaged over ``train``."""
     return attribute_many(
         handle, [basis], train, method, batch_size, ig_steps, seed, progress, reference
@@ -266,23 +293,25 @@ def attribute_many(
     seed: int = 0,
     progress: bool = False,
     reference: str = "patch",
-) -> list[Scores]:
+) -> list[NodeScores]:
     """Scores for several bases on one split; ``atp``/``relp`` share one backward per batch."""
     check_method(method)
     check_reference(reference)
-    n = train["clean_ids"].shape[0]
-    if n == 0:
+    if train["clean_ids"].shape[0] == 0:
         raise ValueError(
             "cannot attribute on an empty train split; build the task with n_train > 0"
         )
+    args = MethodArgs(batch_size, ig_steps, seed, progress, reference)
+    return METHOD_REGISTRY[method].fn(handle, bases, train, args)
+
+
+def _joint_gradient_products(
+    handle: ModelHandle, bases: list[Basis], train, args: MethodArgs, relp: bool
+) -> list[NodeScores]:
+    """``atp``/``relp``: one gradient forward and backward per batch for every basis."""
+    method, reference, batch_size = ("relp" if relp else "atp"), args.reference, args.batch_size
+    n = train["clean_ids"].shape[0]
     n_layers, seq = handle.sites.n_layers, train["clean_ids"].shape[1]
-    if method in ("random", "exact", "ig"):
-        return [
-            _attribute_one(
-                handle, b, train, method, batch_size, ig_steps, seed, progress, reference
-            )
-            for b in bases
-        ]
     means = [
         mean_units(handle, b, train["cf_ids"], batch_size) if reference == "mean" else None
         for b in bases
@@ -296,38 +325,81 @@ def attribute_many(
     ]
     batches = list(_batches(train, batch_size))
     what = f"attribution ({method}, {len(bases)} bases)" if len(bases) > 1 else method
-    for batch in tqdm(batches, desc=what, disable=not progress):
-        _gradient_products(handle, bases, batch, method == "relp", accs, reference, means)
+    for batch in tqdm(batches, desc=what, disable=not args.progress):
+        _gradient_products(handle, bases, batch, relp, accs, reference, means)
     out = []
     for b, (acc_u, acc_e) in zip(bases, accs, strict=True):
         check_finite(acc_u, f"{method} scores")
-        out.append(Scores(acc_u / n, acc_e / n if b.has_error else None, method))
+        out.append(NodeScores(acc_u / n, acc_e / n if b.has_error else None, method))
     return out
 
 
-def _attribute_one(
-    handle, basis, train, method, batch_size, ig_steps, seed, progress, reference
-) -> Scores:
-    n = train["clean_ids"].shape[0]
-    n_layers, seq = handle.sites.n_layers, train["clean_ids"].shape[1]
-    shape = (n_layers, seq, basis.n_units())
-    if method == "random":
-        gen = torch.Generator().manual_seed(seed)
-        err = torch.rand((n_layers, seq), generator=gen) if basis.has_error else None
-        return Scores(torch.rand(shape, generator=gen), err, method)
-    if method == "exact":
-        sizes = (n_layers, seq, shape[2] + basis.has_error)
+# -- the registry, in the order methods are listed ------------------------------------------------
+
+
+@register_method("atp", joint=True)
+def _atp(handle: ModelHandle, bases: list[Basis], train, args: MethodArgs) -> list[NodeScores]:
+    return _joint_gradient_products(handle, bases, train, args, relp=False)
+
+
+@register_method("ig", joint=False, uses_ig_steps=True)
+def _ig_scores(
+    handle: ModelHandle, bases: list[Basis], train, args: MethodArgs
+) -> list[NodeScores]:
+    out = []
+    for basis in bases:  # one basis at a time
+        n = train["clean_ids"].shape[0]
+        n_layers, seq = handle.sites.n_layers, train["clean_ids"].shape[1]
+        shape = (n_layers, seq, basis.n_units())
+        acc_u = torch.zeros(shape, dtype=torch.float32, device=handle.device)
+        acc_e = torch.zeros((n_layers, seq), dtype=torch.float32, device=handle.device)
+        means = (
+            mean_units(handle, basis, train["cf_ids"], args.batch_size)
+            if args.reference == "mean"
+            else None
+        )
+        batches = list(_batches(train, args.batch_size))
+        for batch in tqdm(batches, desc="ig", disable=not args.progress):
+            _ig(handle, basis, batch, args.ig_steps, acc_u, acc_e, args.reference, means)
+        check_finite(acc_u, "ig scores")
+        out.append(NodeScores(acc_u / n, acc_e / n if basis.has_error else None, "ig"))
+    return out
+
+
+@register_method("relp", joint=True)
+def _relp(handle: ModelHandle, bases: list[Basis], train, args: MethodArgs) -> list[NodeScores]:
+    return _joint_gradient_products(handle, bases, train, args, relp=True)
+
+
+@register_method("exact", joint=False)
+def _exact(handle: ModelHandle, bases: list[Basis], train, args: MethodArgs) -> list[NodeScores]:
+    out = []
+    for basis in bases:  # one basis at a time
+        n_layers, seq = handle.sites.n_layers, train["clean_ids"].shape[1]
+        n_units = basis.n_units()
+        sizes = (n_layers, seq, n_units + basis.has_error)
         grid = torch.cartesian_prod(*(torch.arange(s) for s in sizes))
         flat = exact_scores(
-            handle, basis, train, grid, batch_size, progress=progress, reference=reference
-        )
-        full = flat.view(n_layers, seq, shape[2] + basis.has_error)
+            handle, basis, train, grid, args.batch_size, progress=args.progress,
+            reference=args.reference,
+        )  # fmt: skip
+        full = flat.view(n_layers, seq, n_units + basis.has_error)
         err = full[..., -1].contiguous() if basis.has_error else None
-        return Scores(full[..., : shape[2]].contiguous(), err, method)
-    acc_u = torch.zeros(shape, dtype=torch.float32, device=handle.device)
-    acc_e = torch.zeros((n_layers, seq), dtype=torch.float32, device=handle.device)
-    means = mean_units(handle, basis, train["cf_ids"], batch_size) if reference == "mean" else None
-    for batch in tqdm(list(_batches(train, batch_size)), desc="ig", disable=not progress):
-        _ig(handle, basis, batch, ig_steps, acc_u, acc_e, reference, means)
-    check_finite(acc_u, f"{method} scores")
-    return Scores(acc_u / n, acc_e / n if basis.has_error else None, method)
+        out.append(NodeScores(full[..., :n_units].contiguous(), err, "exact"))
+    return out
+
+
+@register_method("random", joint=False)
+def _random(handle: ModelHandle, bases: list[Basis], train, args: MethodArgs) -> list[NodeScores]:
+    out = []
+    for basis in bases:  # each basis from its own generator seeded with args.seed
+        n_layers, seq = handle.sites.n_layers, train["clean_ids"].shape[1]
+        shape = (n_layers, seq, basis.n_units())
+        gen = torch.Generator().manual_seed(args.seed)
+        err = torch.rand((n_layers, seq), generator=gen) if basis.has_error else None
+        out.append(NodeScores(torch.rand(shape, generator=gen), err, "random"))
+    return out
+
+
+METHODS = tuple(METHOD_REGISTRY)  # ("atp", "ig", "relp", "exact", "random")
+JOINT_METHODS = tuple(name for name, m in METHOD_REGISTRY.items() if m.joint)  # ("atp", "relp")

@@ -25,8 +25,11 @@ case; see ``bench/test_suite.py``. Options:
 
 Model loading, dataset building and SAE training happen outside the timed body; attributions
 and SAEs are cached on disk between runs. ``atp``/``relp`` attribute every basis of a task in
-one set of backward passes (the first such cell of a task, timed, pays for all and records
-it; the others read the result from the cache, ``attribution_cached``). Benchmark JSON is
+one set of backward passes: the suite builds one ``bench.joint.JointAttribution`` per group
+(model, task, method, protocol, split); the group's first cell, timed, pays for all and records
+it; the others get their scores from memory (``attribution_cached``). neurons@mlp_acts runs
+first in every group, whatever the order of ``--bases``, so every dictionary cell gets its
+paired k ratio. Benchmark JSON is
 autosaved under .benchmarks/ so runs accumulate and ``pytest-benchmark compare`` works on them.
 The run ends with the answer: per task, k@0.8 [CI] per basis, the paired ratio
 dictionary / neurons@mlp_acts [CI] and a verdict (:mod:`bench.verdict`).
@@ -40,7 +43,10 @@ from pathlib import Path
 
 import pytest
 
+from bench.cell import Cell
+
 DEFAULT_BASES = "neurons@mlp_acts,neurons@mlp_out,sae@mlp_out:local"
+BASELINE_CELL = ("neurons", "mlp_acts", None)  # the denominator of every paired k ratio
 DEFAULT_METHODS = "relp,atp,random"
 DEFAULT_N = (300, 32)  # 300/40 (docs/METHOD.md's example) takes ~10% longer; --n-test 40
 DTYPES = ("auto", "float32", "bfloat16")
@@ -65,30 +71,6 @@ def pytest_addoption(parser):
     g.addoption("--results-dir", default=".benchmarks/results")
 
 
-@dataclass(frozen=True)
-class CellSpec:
-    model: str
-    task: str
-    basis: str
-    site: str
-    dictionary: str | None
-    method: str
-    ablation: str
-    error_mode: str
-    n_train: int
-    n_test: int
-
-    @property
-    def id(self) -> str:
-        d = f":{self.dictionary}" if self.dictionary else ""
-        return f"{self.task}-{self.basis}@{self.site}{d}-{self.method}"
-
-    @property
-    def label(self) -> str:
-        d = f":{self.dictionary}" if self.dictionary else ""
-        return f"{self.basis}@{self.site}{d}"
-
-
 def _split(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
@@ -97,12 +79,10 @@ def _fail(what: str, bad: list[str], valid) -> None:
     raise pytest.UsageError(f"unknown {what} {', '.join(bad)}; valid: {', '.join(valid)}")
 
 
-def parse_cells(config) -> list[CellSpec]:
+def parse_cells(config) -> list[Cell]:
     """Expand the options into cells; bad values fail fast with the valid choices."""
     from bench.attribution import METHODS
-    from bench.bases import BASIS_NAMES
     from bench.protocol import ERROR_MODES, PROTOCOLS
-    from bench.sites import SITE_NAMES
     from tasks import list_tasks
 
     opt = config.getoption
@@ -132,24 +112,21 @@ def parse_cells(config) -> list[CellSpec]:
         _fail("dtype", [opt("--dtype")], DTYPES)
     parsed = []
     for spec in bases:
-        basis, _, rest = spec.partition("@")
-        site, _, dictionary = rest.partition(":")
-        if basis not in BASIS_NAMES or site not in SITE_NAMES:
-            raise pytest.UsageError(
-                f"bad basis spec {spec!r}: write basis@site[:dictionary] with basis in "
-                f"{', '.join(BASIS_NAMES)} and site in {', '.join(SITE_NAMES)}"
-            )
-        if basis != "neurons" and not dictionary:
-            raise pytest.UsageError(f"basis spec {spec!r} needs a dictionary, e.g. {spec}:local")
-        parsed.append((basis, site, dictionary or None))
+        try:
+            parsed.append(Cell.parse_basis(spec))
+        except ValueError as err:
+            raise pytest.UsageError(str(err)) from None
     if opt("--update-reference") and not opt("--reference"):
         raise pytest.UsageError("--update-reference needs --reference DIR (e.g. baselines/)")
+    # neurons@mlp_acts first in every group: it is the denominator of the dictionary cells'
+    # paired k ratios, so the ratio does not depend on the order of --bases
+    parsed.sort(key=lambda b: (b["basis"], b["site"], b["dictionary"]) != BASELINE_CELL)
+    where = {"model": opt("--model"), "n_train": n_train, "n_test": n_test}
+    protocol = {"ablation": opt("--ablation"), "error_mode": opt("--error-mode")}
     return [
-        CellSpec(
-            opt("--model"), t, b, s, d, m, opt("--ablation"), opt("--error-mode"), n_train, n_test
-        )
+        Cell(task=t, **b, method=m, **protocol, **where)
         for t in tasks
-        for (b, s, d) in parsed
+        for b in parsed
         for m in methods
     ]
 
@@ -179,10 +156,10 @@ class Suite:
     handles: dict = field(default_factory=dict)
     datasets: dict = field(default_factory=dict)
     bases: dict = field(default_factory=dict)
-    references: dict = field(default_factory=dict)
+    bare_torch_timings: dict = field(default_factory=dict)
     neuron_cells: dict = field(default_factory=dict)  # per-pair metrics for paired k ratios
     results: list = field(default_factory=list)  # every cell's SweepResult, for the verdict
-    joint_done: set = field(default_factory=set)  # joint groups whose attribution pass ran
+    joints: dict = field(default_factory=dict)  # joint group -> its JointAttribution
     checks: list = field(default_factory=list)
     updated: list = field(default_factory=list)
 
@@ -207,31 +184,43 @@ class Suite:
                 self.handles[model] = load_model(model, dtype=self.dtype)
         return self.handles[model]
 
-    def basis(self, cell: CellSpec):
+    def basis(self, cell: Cell):
         """Each basis is built once per run (a local SAE trains here on first use)."""
         key = (cell.model, cell.basis, cell.site, cell.dictionary)
         if key not in self.bases:
             from bench.bases import make_basis
 
-            sites = self.handle(cell.model).sites
-            label = f"{cell.basis}@{cell.site}" + (f":{cell.dictionary}" if cell.dictionary else "")
+            handle = self.handle(cell.model)
+            label = cell.label
             note = " (a local dictionary trains on first use)" if cell.dictionary == "local" else ""
             shown = self.shown(f"building basis {label}{note}") if cell.dictionary else None
             with shown or contextlib.nullcontext():
-                self.bases[key] = make_basis(sites, cell.basis, cell.site, cell.dictionary)
+                self.bases[key] = make_basis(handle, cell.basis, cell.site, cell.dictionary)
         return self.bases[key]
 
     @staticmethod
-    def joint_group(cell: CellSpec) -> tuple:
+    def joint_group(cell: Cell) -> tuple:
         """Cells sharing this key can be attributed in one joint pass (same split, method)."""
         return (cell.model, cell.task, cell.method, cell.ablation, cell.n_train, cell.n_test)
 
-    def sharing(self, cell: CellSpec) -> list[CellSpec]:
-        """The run's other cells that one joint attribution pass can serve with ``cell``."""
-        group = self.joint_group(cell)
-        return [c for c in self.cells if c != cell and self.joint_group(c) == group]
+    def joint(self, cell: Cell):
+        """The JointAttribution of ``cell``'s group (built on the group's first cell, from every
+        selected cell of the group); None for methods that attribute one basis at a time."""
+        from bench.attribution import JOINT_METHODS
+        from bench.joint import JointAttribution
+        from bench.run import prepare
 
-    def dataset(self, cell: CellSpec):
+        if cell.method not in JOINT_METHODS:
+            return None
+        group = self.joint_group(cell)
+        if group not in self.joints:
+            handle, ds = self.handle(cell.model), self.dataset(cell)
+            members = [c for c in self.cells if self.joint_group(c) == group]
+            preps = [prepare(handle, ds, c, self.basis(c)) for c in members]
+            self.joints[group] = JointAttribution(preps)
+        return self.joints[group]
+
+    def dataset(self, cell: Cell):
         key = (cell.model, cell.task, cell.n_train, cell.n_test)
         if key not in self.datasets:
             from tasks import get_task

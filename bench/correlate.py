@@ -37,7 +37,7 @@ def attribution_vs_exact(
     seed: int = 0,
     progress: bool = False,
 ) -> dict[str, Any]:
-    basis = make_basis(handle.sites, "neurons", site)
+    basis = make_basis(handle, "neurons", site)
     train = {
         k: v[:n_pairs].to(handle.device) for k, v in ds.encode(handle.tokenizer)["train"].items()
     }

@@ -26,15 +26,25 @@ from bench.interventions import intervene
 from bench.models import ModelHandle
 
 
-def metric(handle: ModelHandle, ids: torch.Tensor, clean_ans: torch.Tensor, cf_ans: torch.Tensor):
-    """m = logit[clean answer] − logit[counterfactual answer] at the last position.  # [batch]"""
-    logits = handle.model(input_ids=ids, logits_to_keep=1).logits[:, -1]  # [batch, vocab]
+def logit_difference(
+    logits: torch.Tensor,  # [batch, vocab]: the last position's logits
+    clean_ans: torch.Tensor,  # [answers] token ids; batch is answers repeated reps times
+    cf_ans: torch.Tensor,  # [answers]
+) -> torch.Tensor:  # [batch]
+    """m = logit[clean answer] − logit[counterfactual answer]: the one metric function
+    (the sweep's, and ``python -m tasks check``'s)."""
     n = logits.shape[0]
     reps = n // clean_ans.shape[0]  # the batch may be the answers' batch repeated
     return (
         logits.gather(1, clean_ans.repeat(reps)[:, None])[:, 0]
         - logits.gather(1, cf_ans.repeat(reps)[:, None])[:, 0]
     )
+
+
+def metric(handle: ModelHandle, ids: torch.Tensor, clean_ans: torch.Tensor, cf_ans: torch.Tensor):
+    """m = logit[clean answer] − logit[counterfactual answer] at the last position.  # [batch]"""
+    logits = handle.model(input_ids=ids, logits_to_keep=1).logits[:, -1]  # [batch, vocab]
+    return logit_difference(logits, clean_ans, cf_ans)
 
 
 def check_finite(t: torch.Tensor, what: str) -> None:
@@ -51,7 +61,7 @@ def _at_every_layer(handle: ModelHandle, basis: Basis, make) -> Iterator[None]:
     basis that reads elsewhere (a transcoder reads ``mlp_in`` and writes ``mlp_out``), the
     activation captured at its ``read_site`` earlier in the same forward pass.
     """
-    read_site = getattr(basis, "read_site", basis.site)
+    read_site = basis.read_site
     layers = range(handle.sites.n_layers)
     capture = [] if read_site == basis.site else [(read_site, layer) for layer in layers]
     holder: dict[str, dict] = {}
@@ -101,11 +111,7 @@ def unit_leaves(handle: ModelHandle, basis: Basis) -> Iterator[dict[int, LayerUn
             check_finite(x, f"{basis.site} layer {layer}")
             xd = x.detach()
             u = basis.encode(layer, read(layer, xd)).detach().requires_grad_(True)
-            if basis.identity:
-                new = x + (u - u.detach())
-            else:
-                dec = basis.decode_delta(layer, u)
-                new = x + (dec - dec.detach())
+            new = basis.straight_through(layer, x, u)
             err = None
             if basis.has_error:
                 err = (xd - basis.decode(layer, u.detach())).requires_grad_(True)
@@ -147,7 +153,7 @@ def unit_ablation(
             u = basis.encode(layer, read(layer, x))  # [S*B, pos, n]
             u4 = u.view(n_masks, sb // n_masks, pos, -1)
             new = torch.where(keep_l, u4, abl.to(u.dtype)).view_as(u)
-            out = new if basis.identity else x + basis.decode_delta(layer, new - u)
+            out = basis.splice(layer, x, new, u)  # [S*B, pos, width]
             if keep_error is not None and values.error is not None:
                 err = (x - basis.decode(layer, u)).view(n_masks, sb // n_masks, pos, -1)
                 k = keep_error[:, layer, None, :, None]  # [S, 1, pos, 1]

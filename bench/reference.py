@@ -17,10 +17,10 @@ on saved results; the suite runs it with ``--reference``.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.cell import Cell
 from bench.result import SweepResult
 
 AUC_MARGIN = 0.02
@@ -28,12 +28,8 @@ K_FACTOR = 1.25
 
 
 def cell_name(r: SweepResult) -> str:
-    dictionary = f"__{re.sub(r'[^A-Za-z0-9._-]+', '-', r.dictionary)}" if r.dictionary else ""
-    keep = "__keep" if r.error_mode == "keep" else ""
-    return (
-        f"{r.task}__{r.basis}@{r.site}{dictionary}__{r.method}__{r.ablation}{keep}"
-        f"__n{r.n_train}x{r.n_test}"
-    )
+    """The reference file name of a result's cell, without ``.json`` (:class:`bench.cell.Cell`)."""
+    return Cell.of_result(r).file_stem
 
 
 def reference_path(directory: str | Path, r: SweepResult) -> Path:

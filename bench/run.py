@@ -5,35 +5,38 @@ Steps (docs/METHOD.md, "The pipeline"), in three stages so a benchmark can time 
 - :func:`prepare`: (1) validate the cell (basis, site, method, protocol, error mode) and the
   dataset; (2) encode the dataset's splits to token ids on the model's device;
 - :func:`measure`: (3) attribute on the train split against the protocol's attribution
-  reference (:mod:`bench.attribution`, :mod:`bench.protocol`; cached on disk when asked, keyed
-  by everything that changes the scores, the reference included); (4) rank nodes and evaluate
+  reference (:mod:`bench.attribution`, :mod:`bench.protocol`) through the attribution stage
+  (:mod:`bench.joint`: one joint pass per group, cached on disk when asked, keyed by everything
+  that changes the scores, the reference included); (4) rank nodes and evaluate
   the shared size grid on the test split, ablating to the protocol's ablation reference, plus
   the consistency circuit of every non-zero-score node (:mod:`bench.sweep`); both timed;
-- :func:`finish`: (5) curves, scalars and bootstrap CIs (:mod:`bench.scores`); (6) bare-torch
-  references from the same run — one plain forward of the test batch, one lean forward +
-  forward + backward of a train batch — giving ``attribution_ratio`` and ``sweep_ratio``;
-  (7) a SweepResult with the protocol, the consistency check, seeds, versions and timings.
+- :func:`finish` only assembles: (5) curves, scalars and bootstrap CIs (:mod:`bench.scores`,
+  from the SweepMetrics); (6) bare-torch timings (:mod:`bench.provenance`) from the same
+  run — one plain forward of the test batch, one lean forward + forward + backward of a
+  train batch — giving ``attribution_ratio`` and ``sweep_ratio``;
+  (7) a SweepResult with the protocol, the consistency check, seeds, versions
+  (:mod:`bench.provenance`) and timings.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib.metadata
-import json
 import logging
-import subprocess
 import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
 from bench import scores, validate
-from bench.attribution import Scores, attribute_many, check_method
+from bench.attribution import (
+    METHOD_REGISTRY,
+    NodeScores,
+    check_method,
+)
 from bench.bases import Basis, make_basis
-from bench.cache import CorruptEntryError, cache_root, load_checked, save_checked
+from bench.cell import Cell, RunSettings
+from bench.joint import ATTRIBUTION_CODE_VERSION, JointAttribution, attribution_key  # noqa: F401
 from bench.models import ModelHandle
 from bench.protocol import (
     DEFAULT_ERROR_MODE,
@@ -41,77 +44,11 @@ from bench.protocol import (
     check_error_mode,
     get_protocol,
 )
+from bench.provenance import library_versions, measure_bare_torch
 from bench.result import SweepResult
 from bench.sweep import SweepMetrics, ablation_values, evaluate, node_ranks
 
 log = logging.getLogger(__name__)
-
-ATTRIBUTION_CODE_VERSION = 4  # bump when a change to attribution code changes scores
-
-
-def library_versions() -> dict[str, str]:
-    out = {}
-    for dist in ("sparsebench", "torch", "transformers", "sae-lens", "numpy", "scipy"):
-        try:
-            out[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            out[dist] = "absent"
-    try:
-        root = Path(__file__).resolve().parents[1]
-        out["git_commit"] = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        out["git_commit"] = "unknown"
-    return out
-
-
-def _timed(fn, repeats: int = 2) -> float:
-    """Best of ``repeats`` wall times of ``fn()`` (the model is warm: the cell just ran)."""
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
-def bare_torch_references(handle: ModelHandle, train_batch, test) -> dict[str, float]:
-    """Step 6: seconds of a plain test forward and of a lean fwd+fwd+bwd on a train batch."""
-    model = handle.model
-
-    def plain():
-        with torch.no_grad():
-            model(input_ids=test["clean_ids"], logits_to_keep=1)
-
-    def lean():
-        emb = model.get_input_embeddings()(train_batch["clean_ids"]).requires_grad_(True)
-        logits = model(inputs_embeds=emb, logits_to_keep=1).logits[:, -1]
-        rows = torch.arange(logits.shape[0], device=logits.device)
-        m = logits[rows, train_batch["clean_answer_id"]] - logits[rows, train_batch["cf_answer_id"]]
-        torch.autograd.grad(m.sum(), emb)
-        with torch.no_grad():
-            model(input_ids=train_batch["cf_ids"], logits_to_keep=1)
-
-    return {"plain_forward_s": _timed(plain), "lean_fwd_fwd_bwd_s": _timed(lean)}
-
-
-@dataclass(frozen=True)
-class Cell:
-    """What one sweep measures and how (everything except model and dataset)."""
-
-    basis: str = "neurons"
-    site: str = "mlp_acts"
-    method: str = "relp"
-    ablation: str = DEFAULT_PROTOCOL  # the protocol: sets attribution's and the sweep's reference
-    dictionary: str | None = None
-    error_mode: str = DEFAULT_ERROR_MODE
-    sizes: tuple[int, ...] | None = None
-    seed: int = 0
-    batch_size: int = 32
-    ig_steps: int = 10
-    n_bootstrap: int = 1000
-    masks_per_forward: int = 8
 
 
 @dataclass
@@ -122,11 +59,12 @@ class Prepared:
     basis: Basis
     train: dict[str, torch.Tensor]  # clean_ids/cf_ids [n, seq], answer ids [n]
     test: dict[str, torch.Tensor]
+    settings: RunSettings = field(default_factory=RunSettings)
 
 
 @dataclass
 class Measured:
-    scores: Scores
+    scores: NodeScores
     metrics: SweepMetrics
     sizes: list[int]
     n_nodes: int
@@ -136,17 +74,28 @@ class Measured:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def prepare(handle: ModelHandle, ds, cell: Cell, basis: Basis | None = None) -> Prepared:
+def prepare(
+    handle: ModelHandle,
+    ds,
+    cell: Cell,
+    basis: Basis | None = None,
+    settings: RunSettings | None = None,
+) -> Prepared:
     """Steps 1-2: validate the cell and the dataset, encode the splits.
 
     ``basis``: an already built basis for the cell's basis/site/dictionary (a suite builds each
-    once); by default it is made here (a local SAE trains on first use)."""
-    validate.check_cell(cell)  # numbers in range, before a basis is built or anything is cached
+    once); by default it is made here (a local SAE trains on first use). ``settings``: batch
+    size, bootstrap resamples, masks per forward (default :class:`RunSettings`)."""
+    settings = settings or RunSettings()
+    cell = cell.measured()  # what is measured; model/task/split sizes come with handle and ds
+    validate.check_cell(
+        cell, settings
+    )  # numbers in range, before a basis is built or anything is cached
     check_method(cell.method)
     get_protocol(cell.ablation)  # raises naming the valid protocols
     check_error_mode(cell.error_mode)
     if basis is None:
-        basis = make_basis(handle.sites, cell.basis, cell.site, cell.dictionary)
+        basis = make_basis(handle, cell.basis, cell.site, cell.dictionary)
     if len(ds.train) == 0 or len(ds.test) == 0:
         raise ValueError(
             f"dataset {ds.task!r} has {len(ds.train)} train and {len(ds.test)} test pairs; "
@@ -157,97 +106,26 @@ def prepare(handle: ModelHandle, ds, cell: Cell, basis: Basis | None = None) -> 
     enc = ds.encode(handle.tokenizer)
     train = {k: v.to(handle.device) for k, v in enc["train"].items()}
     test = {k: v.to(handle.device) for k, v in enc["test"].items()}
-    validate.check_cell(cell, basis, handle.sites.n_layers, test["clean_ids"].shape[1])  # sizes
-    return Prepared(handle, ds, cell, basis, train, test)
-
-
-def attribution_key(prep: Prepared) -> str:
-    """Hash of everything that changes a cell's attribution scores."""
-    c = prep.cell
-    ids = torch.cat([prep.train["clean_ids"], prep.train["cf_ids"]], 1).cpu().numpy()
-    answers = torch.stack([prep.train["clean_answer_id"], prep.train["cf_answer_id"]])
-    data = {
-        "code": ATTRIBUTION_CODE_VERSION,
-        "model": [prep.handle.name, prep.handle.source, str(prep.handle.dtype)],
-        "task": [prep.ds.task, str(prep.ds.version)],
-        "train": hashlib.sha256(ids.tobytes() + answers.cpu().numpy().tobytes()).hexdigest(),
-        "basis": prep.basis.describe(),
-        "method": c.method,
-        "reference": get_protocol(c.ablation).attribution,
-        "seed": c.seed,
-        "ig_steps": c.ig_steps if c.method == "ig" else None,
-        "batch_size": c.batch_size,
-    }
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:32]
-
-
-JOINT_METHODS = ("atp", "relp")  # one backward pass serves every basis
-
-
-def ref_of(prep: Prepared) -> str:
-    """The reference a cell's attribution scores against."""
-    return get_protocol(prep.cell.ablation).attribution
-
-
-def _load_cached(path: Path | None, prep: Prepared):
-    if path is None or not path.exists():
-        return None
-    try:
-        saved = load_checked(path, map_location=prep.handle.device)  # verifies its sha256
-        sc = Scores(saved["units"], saved["error"], prep.cell.method)
-        validate.check_finite_scores(sc.units, sc.error, f"in cache entry {path}")
-        return sc, saved["seconds"], saved.get("joint", [prep.basis.describe()])
-    except (CorruptEntryError, FloatingPointError, KeyError) as err:  # recomputed, not trusted
-        log.warning("attribution cache entry cannot be trusted (%s); recomputing it", err)
-        return None
-
-
-def _attribute_cached(
-    prep: Prepared, progress: bool, cache: bool, share: list[Prepared]
-) -> tuple[Scores, float, bool, list]:
-    """Scores for ``prep``; with ``share`` (other bases, same model, split and method), one
-    joint pass computes and caches theirs too, so their cells find them on disk."""
-    c = prep.cell
-    path = cache_root() / "attributions" / f"{attribution_key(prep)}.pt" if cache else None
-    if (hit := _load_cached(path, prep)) is not None:
-        return hit[0], hit[1], True, hit[2]
-    group = [prep]
-    if c.method in JOINT_METHODS and cache:
-        for other in share:
-            same = other.cell.method == c.method and other.handle is prep.handle
-            same = same and ref_of(other) == ref_of(prep)
-            same = same and torch.equal(other.train["clean_ids"], prep.train["clean_ids"])
-            other_path = cache_root() / "attributions" / f"{attribution_key(other)}.pt"
-            if same and other is not prep and not other_path.exists():
-                group.append(other)
-    start = time.perf_counter()
-    all_scores = attribute_many(
-        prep.handle, [p.basis for p in group], prep.train, c.method, c.batch_size, c.ig_steps,
-        c.seed, progress, get_protocol(c.ablation).attribution,
-    )  # fmt: skip
-    seconds = time.perf_counter() - start
-    joint = [p.basis.describe() for p in group]
-    for p, sc in zip(group, all_scores, strict=True):  # before anything is cached
-        validate.check_finite_scores(
-            sc.units, sc.error, f"({p.cell.method}, {p.cell.basis}@{p.cell.site})"
-        )
-    if cache:
-        for p, sc in zip(group, all_scores, strict=True):
-            entry = {"units": sc.units, "error": sc.error, "seconds": seconds, "joint": joint}
-            save_checked(entry, cache_root() / "attributions" / f"{attribution_key(p)}.pt")
-    return all_scores[0], seconds, False, joint
+    n_layers, seq_len = handle.sites.n_layers, test["clean_ids"].shape[1]
+    validate.check_cell(cell, settings, basis, n_layers, seq_len)  # sizes
+    return Prepared(handle, ds, cell, basis, train, test, settings)
 
 
 def measure(
-    prep: Prepared, progress: bool = False, cache: bool = False, share: list[Prepared] = ()
+    prep: Prepared,
+    progress: bool = False,
+    cache: bool = False,
+    joint: JointAttribution | None = None,
 ) -> Measured:
     """Steps 3-4: attribution on the train split, the size sweep on the test split.
 
-    ``share``: cells of other bases on the same split and method; ``atp``/``relp`` attribute
-    them in the same backward passes (cached for their own cells; needs ``cache``)."""
+    ``joint``: the :class:`~bench.joint.JointAttribution` of ``prep``'s group (a suite builds
+    one per group); ``atp``/``relp`` then attribute every basis of the group in the first
+    member's pass and hold the others' scores in memory. Without it, ``prep`` alone."""
     c = prep.cell
     torch.manual_seed(c.seed)
-    sc, t_attr, cached, joint = _attribute_cached(prep, progress, cache, list(share))
+    stage = joint if joint is not None else JointAttribution([prep])
+    sc, t_attr, cached, joint_bases = stage.scores(prep, progress, cache)
     start = time.perf_counter()
     ablate_error = prep.basis.has_error and c.error_mode == "ablate"
     flat = sc.flat(include_error=ablate_error)
@@ -259,11 +137,11 @@ def measure(
     n_nonzero = int((flat != 0).sum())
     sm = evaluate(
         prep.handle, prep.basis, prep.test, node_ranks(flat), grid, values, ablate_error,
-        c.masks_per_forward, progress, k_nonzero=n_nonzero,
+        prep.settings.masks_per_forward, progress, k_nonzero=n_nonzero,
     )  # fmt: skip
     validate.check_finite_metrics(sm, f"on the test split of {prep.ds.task!r}")  # before any result
     t_sweep = time.perf_counter() - start
-    extra = {"attribution_joint_bases": joint} if len(joint) > 1 else {}
+    extra = {"attribution_joint_bases": joint_bases} if len(joint_bases) > 1 else {}
     return Measured(sc, sm, grid, n_nodes, t_attr, t_sweep, cached, extra)
 
 
@@ -281,28 +159,27 @@ def consistency_check(sm: SweepMetrics, n_nodes: int) -> dict[str, Any]:
 def finish(
     prep: Prepared,
     ms: Measured,
-    timing_references: bool = True,
-    references: dict[str, float] | None = None,
-    k_ratio_reference: tuple[str, Measured] | None = None,
+    bare_torch_timings: bool = True,
+    bare_torch: dict[str, float] | None = None,
+    ratio_denominator: tuple[str, Measured] | None = None,
 ) -> SweepResult:
-    """Steps 5-7: curves, scalars, CIs, timing references, the SweepResult.
+    """Steps 5-7: curves, scalars, CIs, bare-torch timings, the SweepResult.
 
-    ``references``: bare-torch seconds already measured in this run on the same batches (a
+    ``bare_torch``: bare-torch seconds already measured in this run on the same batches (a
     suite measures them once per dataset); by default they are measured here.
-    ``k_ratio_reference``: (label, Measured) of a neurons cell swept on the same test pairs;
+    ``ratio_denominator``: (label, Measured) of the baseline cell (neurons@mlp_acts) swept on
+    the same test pairs, the denominator of the paired k ratio;
     the result then carries ``extra["k_ratio_vs_neurons"]``, k@0.8 of this cell over that
     one's with a paired bootstrap CI (docs/METHOD.md, "Sweep and scores")."""
-    c, sm, ds = prep.cell, ms.metrics, prep.ds
+    c, st, sm, ds = prep.cell, prep.settings, ms.metrics, prep.ds
     sz = np.asarray(ms.sizes)
     faith = scores.curve(sm.m_faith, sm.m_full, sm.m_empty)
     comp = scores.curve(sm.m_comp, sm.m_full, sm.m_empty)
     validate.check_finite_curves(faith, comp, sm.m_full, sm.m_empty, ds.task)
     point = scores.scalars(sz, faith, ms.n_nodes)
-    ci = scores.bootstrap(
-        sz, sm.m_faith, sm.m_comp, sm.m_full, sm.m_empty, ms.n_nodes, c.n_bootstrap, c.seed
-    )
+    ci = scores.bootstrap_metrics(sz, sm, ms.n_nodes, st.n_bootstrap, c.seed)
     timings: dict[str, Any] = {"attribution_s": ms.attribution_s, "sweep_s": ms.sweep_s}
-    n_batches = -(-len(ds.train) // c.batch_size)
+    n_batches = -(-len(ds.train) // st.batch_size)
     timings.update(
         n_train_batches=n_batches,
         n_sweep_forwards=sm.n_forwards,
@@ -311,28 +188,24 @@ def finish(
         torch_threads=torch.get_num_threads(),
         dtype=str(prep.handle.dtype).removeprefix("torch."),
     )
-    if timing_references:
-        batch = {k: v[: c.batch_size] for k, v in prep.train.items()}
-        ref = references or bare_torch_references(prep.handle, batch, prep.test)
-        timings.update(ref)
-        timings["attribution_ratio"] = ms.attribution_s / (n_batches * ref["lean_fwd_fwd_bwd_s"])
-        timings["sweep_ratio"] = ms.sweep_s / (sm.n_forwards * ref["plain_forward_s"])
+    if bare_torch_timings:
+        batch = {k: v[: st.batch_size] for k, v in prep.train.items()}
+        bare = bare_torch or measure_bare_torch(prep.handle, batch, prep.test)
+        timings.update(bare)
+        timings["attribution_ratio"] = ms.attribution_s / (n_batches * bare["lean_fwd_fwd_bwd_s"])
+        timings["sweep_ratio"] = ms.sweep_s / (sm.n_forwards * bare["plain_forward_s"])
     k08 = point["k_at_0_8"]
     extra: dict[str, Any] = {"dataset_dropped": dict(getattr(ds, "dropped", {})), **ms.extra}
-    if c.method == "ig":
+    if METHOD_REGISTRY[c.method].uses_ig_steps:
         extra["ig_steps"] = c.ig_steps
-    if k_ratio_reference is not None:
-        label, ref = k_ratio_reference
-        mine = (sz, sm.m_faith, sm.m_full, sm.m_empty)
-        theirs = (
-            np.asarray(ref.sizes),
-            ref.metrics.m_faith,
-            ref.metrics.m_full,
-            ref.metrics.m_empty,
+    if ratio_denominator is not None:
+        label, denom = ratio_denominator
+        ratio = scores.paired_k_ratio_metrics(
+            sz, sm, np.asarray(denom.sizes), denom.metrics, st.n_bootstrap, c.seed
         )
-        ratio = scores.paired_k_ratio(mine, theirs, c.n_bootstrap, c.seed)
+        # JSON key "reference" kept (reports/cells.py reads it): the denominator cell's label
         extra["k_ratio_vs_neurons"] = {**ratio, "reference": label, "paired": True}
-    extra["cell"] = {k: v for k, v in asdict(c).items() if k not in ("sizes",)}
+    extra["cell"] = c.record(st)
     error_mode = c.error_mode if prep.basis.has_error else None
     return SweepResult(
         model=prep.handle.name,
@@ -389,7 +262,7 @@ def run_sweep(
     n_bootstrap: int = 1000,
     masks_per_forward: int = 8,
     progress: bool = False,
-    timing_references: bool = True,
+    bare_torch_timings: bool = True,
     cache: bool = False,
 ) -> SweepResult:
     """Attribute on ``ds.train``, sweep circuit sizes on ``ds.test``; see the module docstring.
@@ -398,9 +271,11 @@ def run_sweep(
     ``mean`` and ``zero`` use one reference for attribution and ablation; ``marks`` is the
     unmatched pairing of Marks et al. ``error_mode``: ``ablate`` (default) or ``keep``."""
     cell = Cell(
-        basis, site, method, ablation, dictionary, error_mode,
-        validate.check_sizes(sizes), seed, batch_size, ig_steps, n_bootstrap,
-        masks_per_forward,
+        basis=basis, site=site, method=method, ablation=ablation, dictionary=dictionary,
+        error_mode=error_mode, sizes=validate.check_sizes(sizes), seed=seed, ig_steps=ig_steps,
     )  # fmt: skip
-    prep = prepare(handle, ds, cell)
-    return finish(prep, measure(prep, progress, cache), timing_references)
+    settings = RunSettings(
+        batch_size=batch_size, n_bootstrap=n_bootstrap, masks_per_forward=masks_per_forward
+    )
+    prep = prepare(handle, ds, cell, settings=settings)
+    return finish(prep, measure(prep, progress, cache), bare_torch_timings)

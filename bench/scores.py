@@ -9,10 +9,14 @@
 - ``bootstrap``: percentile 95% CIs of every curve point and scalar, resampling test pairs
   (scipy.stats.bootstrap, paired, one seeded generator);
 - ``paired_k_ratio``: k@0.8(a) / k@0.8(b) for two cells swept on the same test pairs, with a
-  paired bootstrap CI: each resample draws one set of pairs and scores both cells on it.
+  paired bootstrap CI: each resample draws one set of pairs and scores both cells on it;
+- ``bootstrap_metrics`` / ``paired_k_ratio_metrics``: the same, taking a sweep's
+  ``bench.sweep.SweepMetrics`` (what ``bench.run.finish`` calls).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -178,3 +182,32 @@ def size_grid(n_nodes: int, per_decade: int = PER_DECADE) -> list[int]:
             grid.append(int(k))
         i += 1
     return [*grid, int(n_nodes)]
+
+
+# -- on a sweep's metrics (bench.sweep.SweepMetrics: m_faith, m_comp [sizes, pairs]; m_full,
+#    m_empty [pairs]) ------------------------------------------------------------------------
+
+
+def bootstrap_metrics(
+    sizes: np.ndarray, sm: Any, n_nodes: int, n_resamples: int = 1000, seed: int = 0
+) -> dict[str, Any]:
+    """:func:`bootstrap` of a sweep's :class:`~bench.sweep.SweepMetrics`."""
+    return bootstrap(
+        sizes, sm.m_faith, sm.m_comp, sm.m_full, sm.m_empty, n_nodes, n_resamples, seed
+    )
+
+
+def paired_k_ratio_metrics(
+    sizes: np.ndarray,
+    sm: Any,
+    sizes_denominator: np.ndarray,
+    sm_denominator: Any,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """:func:`paired_k_ratio` of two sweeps' SweepMetrics on the same test pairs: this cell
+    over the baseline (denominator) cell."""
+    mine = (sizes, sm.m_faith, sm.m_full, sm.m_empty)
+    theirs = (sizes_denominator, sm_denominator.m_faith, sm_denominator.m_full,
+              sm_denominator.m_empty)  # fmt: skip
+    return paired_k_ratio(mine, theirs, n_resamples, seed)

@@ -59,6 +59,7 @@ class ArchSpec:
     layers: str  # path of the ModuleList of blocks, from the top model
     mlp_down: str  # down projection, relative to a layer
     post_mlp_norm: str | None  # norm applied to the MLP output before the residual add
+    mlp_in_norm: str  # the norm whose output is the MLP's input (``mlp_in``), for HF hook names
     d_mlp_attr: str  # config attribute holding the MLP width
     d_model_attr: str
     n_layers_attr: str
@@ -79,6 +80,7 @@ ARCHITECTURES: dict[str, ArchSpec] = {
             layers="model.layers",
             mlp_down="mlp.down_proj",
             post_mlp_norm=None,
+            mlp_in_norm="post_attention_layernorm",
             d_mlp_attr="intermediate_size",
             d_model_attr="hidden_size",
             n_layers_attr="num_hidden_layers",
@@ -93,6 +95,7 @@ ARCHITECTURES: dict[str, ArchSpec] = {
             layers="model.layers",
             mlp_down="mlp.down_proj",
             post_mlp_norm="post_feedforward_layernorm",
+            mlp_in_norm="pre_feedforward_layernorm",
             d_mlp_attr="intermediate_size",
             d_model_attr="hidden_size",
             n_layers_attr="num_hidden_layers",
@@ -112,6 +115,7 @@ ARCHITECTURES: dict[str, ArchSpec] = {
             layers="transformer.h",
             mlp_down="mlp.c_proj",
             post_mlp_norm=None,
+            mlp_in_norm="ln_2",
             d_mlp_attr="n_inner",
             d_model_attr="n_embd",
             n_layers_attr="n_layer",
@@ -126,6 +130,7 @@ ARCHITECTURES: dict[str, ArchSpec] = {
             layers="gpt_neox.layers",
             mlp_down="mlp.dense_4h_to_h",
             post_mlp_norm=None,
+            mlp_in_norm="post_attention_layernorm",
             d_mlp_attr="intermediate_size",
             d_model_attr="hidden_size",
             n_layers_attr="num_hidden_layers",

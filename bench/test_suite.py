@@ -3,7 +3,7 @@
 Per cell: (1) set-up outside the timing — model, dataset, basis (SAEs are trained or loaded
 here), token ids, and the same for the task's other bases that an ``atp``/``relp`` pass can
 serve at once; (2) the timed body — attribution + sweep (``bench.run.measure``); (3) scores,
-CIs and timing ratios (``bench.run.finish``; bare-torch references measured once per dataset
+CIs and timing ratios (``bench.run.finish``; bare-torch timings measured once per dataset
 in this run; for dictionary cells the paired-bootstrap k@0.8 ratio against the run's
 neurons@mlp_acts cell of the same task and method) into ``benchmark.extra_info``;
 (4) the SweepResult JSON to ``--results-dir``; (5) the reference check or update.
@@ -15,14 +15,7 @@ import pytest
 
 from bench import reference
 from bench.conftest import results_dir
-from bench.run import JOINT_METHODS, Cell, bare_torch_references, finish, measure, prepare
-
-
-def _spec(cell) -> Cell:
-    return Cell(
-        basis=cell.basis, site=cell.site, method=cell.method, ablation=cell.ablation,
-        dictionary=cell.dictionary, error_mode=cell.error_mode,
-    )  # fmt: skip
+from bench.run import finish, measure, measure_bare_torch, prepare
 
 
 def test_cell(benchmark, cell, suite, request):
@@ -31,31 +24,26 @@ def test_cell(benchmark, cell, suite, request):
     ds = suite.dataset(cell)
     prepared = []
 
-    def setup():  # untimed: bases (SAEs load or train here), token ids
-        prepared.append(prepare(handle, ds, _spec(cell), suite.basis(cell)))
-        share = []
-        if (
-            cell.method in JOINT_METHODS
-            and (group := suite.joint_group(cell)) not in suite.joint_done
-        ):
-            suite.joint_done.add(group)  # the group's first cell attributes all its bases
-            share = [prepare(handle, ds, _spec(c), suite.basis(c)) for c in suite.sharing(cell)]
-        return (prepared[-1],), {"cache": True, "share": share}
+    def setup():  # untimed: bases (SAEs load or train here), token ids, the joint group
+        prepared.append(prepare(handle, ds, cell, suite.basis(cell)))
+        return (prepared[-1],), {"cache": True, "joint": suite.joint(cell)}
 
     measured = benchmark.pedantic(measure, setup=setup, rounds=1, iterations=1)
     prep = prepared[-1]
     key = (cell.model, cell.task, cell.n_train, cell.n_test)
-    if key not in suite.references:  # bare torch on this dataset's batches, once per run
-        batch = {k: v[: prep.cell.batch_size] for k, v in prep.train.items()}
-        suite.references[key] = bare_torch_references(handle, batch, prep.test)
+    if key not in suite.bare_torch_timings:  # bare torch on this dataset's batches, once per run
+        batch = {k: v[: prep.settings.batch_size] for k, v in prep.train.items()}
+        suite.bare_torch_timings[key] = measure_bare_torch(handle, batch, prep.test)
     # k@0.8(dictionary) / k@0.8(neurons@mlp_acts) with a paired bootstrap over the same pairs
     pair_key = suite.joint_group(cell)
     if (cell.basis, cell.site) == ("neurons", "mlp_acts"):
         suite.neuron_cells[pair_key] = measured
-    ratio_ref = None
+    denominator = None
     if cell.basis != "neurons" and pair_key in suite.neuron_cells:
-        ratio_ref = ("neurons@mlp_acts", suite.neuron_cells[pair_key])
-    result = finish(prep, measured, references=suite.references[key], k_ratio_reference=ratio_ref)
+        denominator = ("neurons@mlp_acts", suite.neuron_cells[pair_key])
+    result = finish(
+        prep, measured, bare_torch=suite.bare_torch_timings[key], ratio_denominator=denominator
+    )
     suite.results.append(result)
     benchmark.extra_info["result"] = result.to_dict()
     benchmark.extra_info.update(

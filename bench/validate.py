@@ -8,7 +8,8 @@ through the functions here, and each message names the value, what is valid and 
 - ``run_sweep`` / ``bench.run.prepare`` (the Python API): style ``"api"``, options named as
   keyword arguments (``batch_size=-1: must be an integer ≥ 1``);
 - the suite's pytest options (bench/conftest.py): style ``"cli"``, raised as pytest usage errors;
-- ``python -m baselines`` (baselines/__main__.py): style ``"cli"`` with its own option names.
+- ``python -m bench.training`` (bench/training/__main__.py): style ``"cli"`` with its own
+  option names.
 
 :class:`BadInputError` (a ``ValueError``) is what every check raises. The finiteness checks
 (:func:`check_finite_scores`, :func:`check_finite_metrics`, :func:`nonfinite_fields`) guard
@@ -130,17 +131,23 @@ def check_sizes(sizes: Any, n_nodes: int | None = None, style: str = API) -> tup
 
 def n_nodes_of(basis: Any, n_layers: int, seq_len: int, error_mode: str) -> int:
     """How many nodes a sweep ranks: units on every (layer, position), plus one error node per
-    (layer, position) when a dictionary basis ablates its error (``bench.attribution.Scores``)."""
+    (layer, position) when a dictionary basis ablates its error
+    (``bench.attribution.NodeScores``)."""
     units = n_layers * seq_len * basis.n_units()
     return units + (n_layers * seq_len if basis.has_error and error_mode == "ablate" else 0)
 
 
 def check_cell(
-    cell: Any, basis: Any = None, n_layers: int | None = None, seq_len: int | None = None
+    cell: Any,
+    settings: Any,
+    basis: Any = None,
+    n_layers: int | None = None,
+    seq_len: int | None = None,
 ) -> None:
-    """A ``bench.run.Cell``'s numbers (API names); with a basis and the split's shape, its
-    sizes against the number of nodes too."""
-    check_numbers({name: getattr(cell, name) for name in CELL_MINIMUMS}, API)
+    """A ``bench.cell.Cell``'s and its ``RunSettings``' numbers (API names); with a basis and
+    the split's shape, its sizes against the number of nodes too."""
+    values = {n: getattr(settings if hasattr(settings, n) else cell, n) for n in CELL_MINIMUMS}
+    check_numbers(values, API)
     if basis is None or cell.sizes is None:
         check_sizes(cell.sizes, None, API)
     else:

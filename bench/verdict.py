@@ -21,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 
+from bench.cell import Cell
 from bench.result import SweepResult
 
 NEURONS = ("neurons", "mlp_acts")
@@ -43,8 +44,7 @@ def _propagated(r: SweepResult, neurons: SweepResult) -> dict[str, Any] | None:
 
 
 def cell_label(r: SweepResult) -> str:
-    d = f":{r.dictionary}" if r.dictionary else ""
-    return f"{r.basis}@{r.site}{d}"
+    return Cell.of_result(r).label
 
 
 def fmt_k(k: float | None, ci: Sequence[float | None] | None = None) -> str:

@@ -24,8 +24,8 @@ from bench.result import SweepResult
 from reports import style
 
 DICTIONARY_BASES = ("sae", "transcoder")
-REFERENCE_BASIS = "neurons"
-REFERENCE_SITE = "mlp_acts"
+DENOMINATOR_BASIS = "neurons"  # the baseline cell of a k ratio
+DENOMINATOR_SITE = "mlp_acts"
 
 
 def short_dictionary(dictionary: str | None) -> str | None:
@@ -108,7 +108,7 @@ def file_stem(*parts: str) -> str:
 
 @dataclass(frozen=True)
 class KRatio:
-    """k@0.8(dictionary basis) / k@0.8(reference neurons) for one task and method."""
+    """k@0.8(dictionary basis) / k@0.8(the baseline neurons cell) for one task and method."""
 
     model: str
     task: str
@@ -117,7 +117,7 @@ class KRatio:
     site: str
     method: str
     variant: str  # variant_text of the dictionary cell ("" for defaults)
-    reference: str  # basis label of the neurons cell
+    denominator: str  # basis label of the baseline neurons cell
     ratio: float | None
     lo: float | None
     hi: float | None
@@ -130,30 +130,34 @@ def _div(a: float | None, b: float | None) -> float | None:
     return float(a) / float(b)
 
 
-def _ci(values: Sequence[Any] | None) -> tuple[float | None, float | None]:
-    if not values or len(values) != 2:
-        return None, None
-    lo, hi = values
+def ci_pair(ci: Any) -> tuple[Any, Any]:
+    """(lo, hi) of a stored CI, as stored: a 2-element list or tuple; anything else (missing,
+    malformed) is (None, None). The reports' one CI-pair parser."""
+    return (ci[0], ci[1]) if isinstance(ci, (list, tuple)) and len(ci) == 2 else (None, None)
+
+
+def _ci(values: Any) -> tuple[float | None, float | None]:
+    lo, hi = ci_pair(values)
     return (None if lo is None else float(lo)), (None if hi is None else float(hi))
 
 
 def k_ratios(results: Sequence[SweepResult]) -> list[KRatio]:
     """One ratio per dictionary-basis result that has one (from the harness or computed)."""
-    reference: dict[tuple[Any, ...], SweepResult] = {}
+    baseline: dict[tuple[Any, ...], SweepResult] = {}  # the denominator cells
     for r in results:
-        if r.basis == REFERENCE_BASIS and r.site == REFERENCE_SITE:
-            reference[(r.model, r.task, r.method, r.ablation)] = r
+        if r.basis == DENOMINATOR_BASIS and r.site == DENOMINATOR_SITE:
+            baseline[(r.model, r.task, r.method, r.ablation)] = r
     out: list[KRatio] = []
     for r in sort_results(results):
         if r.basis not in DICTIONARY_BASES:
             continue
-        ref = reference.get((r.model, r.task, r.method, r.ablation))
-        ref_label = f"{REFERENCE_BASIS}@{REFERENCE_SITE}"
+        ref = baseline.get((r.model, r.task, r.method, r.ablation))
+        denominator = f"{DENOMINATOR_BASIS}@{DENOMINATOR_SITE}"
         given = r.extra.get("k_ratio_vs_neurons") if isinstance(r.extra, dict) else None
         if isinstance(given, dict) and given.get("ratio") is not None:
             lo, hi = _ci(given.get("ci"))
             ratio, propagated = float(given["ratio"]), False
-            ref_label = str(given.get("reference", ref_label))
+            denominator = str(given.get("reference", denominator))  # the result's JSON key
         elif ref is not None:
             lo_d, hi_d = _ci(r.k_at_0_8_ci)
             lo_n, hi_n = _ci(ref.k_at_0_8_ci)
@@ -170,7 +174,7 @@ def k_ratios(results: Sequence[SweepResult]) -> list[KRatio]:
                 site=r.site,
                 method=r.method,
                 variant=variant_text(r.ablation, r.error_mode),
-                reference=ref_label,
+                denominator=denominator,
                 ratio=ratio,
                 lo=lo,
                 hi=hi,

@@ -27,7 +27,14 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from bench.result import SweepResult
 from reports import style
-from reports.cells import KRatio, basis_label, cell_label, sort_results, variant_suffix
+from reports.cells import (
+    KRatio,
+    basis_label,
+    cell_label,
+    ci_pair,
+    sort_results,
+    variant_suffix,
+)
 
 log = logging.getLogger(__name__)
 
@@ -166,10 +173,10 @@ def plot_summary(
             xs, ys, errs = [], [], []
             for r in rs:
                 k = float(r.k_at_0_8)  # type: ignore[arg-type]
-                ci = r.k_at_0_8_ci if len(r.k_at_0_8_ci) == 2 else [None, None]
+                lo, hi = ci_pair(r.k_at_0_8_ci)
                 xs.append(xpos[(r.model, r.task)] + off)
                 ys.append(k)
-                errs.append(_yerr(k, ci[0], ci[1], float(r.n_nodes)))
+                errs.append(_yerr(k, lo, hi, float(r.n_nodes)))
             first = rs[0]
             ax_k.errorbar(
                 xs,

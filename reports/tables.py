@@ -27,7 +27,7 @@ from typing import Any
 import pandas as pd
 
 from bench.result import SweepResult
-from reports.cells import KRatio, cell_label, sort_results, variant_text
+from reports.cells import KRatio, cell_label, ci_pair, sort_results, variant_text
 
 DASH = "—"
 NOT_REACHED = "n/r"
@@ -83,16 +83,12 @@ def with_ci(point: str, lo: str, hi: str) -> str:
     return f"{point} [{lo}, {hi}]"
 
 
-def _pair(ci: Any) -> tuple[Any, Any]:
-    return (ci[0], ci[1]) if isinstance(ci, (list, tuple)) and len(ci) == 2 else (None, None)
-
-
 def scores_frame(results: Sequence[SweepResult]) -> pd.DataFrame:
     """One numeric row per cell, in canonical order (the CSV table)."""
     rows = []
     for r in sort_results(results):
         quality = r.dictionary_quality or {}
-        k_lo, k_hi = _pair(r.k_at_0_8_ci)
+        k_lo, k_hi = ci_pair(r.k_at_0_8_ci)
         row: dict[str, Any] = {
             "model": r.model,
             "task": r.task,
@@ -110,7 +106,7 @@ def scores_frame(results: Sequence[SweepResult]) -> pd.DataFrame:
             "zero_score_fraction": _num((r.consistency or {}).get("zero_score_fraction")),
         }
         for name in ("auc", "cpr", "cmd"):
-            lo, hi = _pair(getattr(r, f"{name}_ci"))
+            lo, hi = ci_pair(getattr(r, f"{name}_ci"))
             row[name] = _num(getattr(r, name))
             row[f"{name}_lo"], row[f"{name}_hi"] = _num(lo), _num(hi)
         for key, _, _ in QUALITY_COLUMNS:
@@ -172,7 +168,7 @@ def ratios_frame(ratios: Sequence[KRatio]) -> pd.DataFrame:
             "cell": k.cell,
             "method": k.method,
             "variant": k.variant,
-            "reference": k.reference,
+            "reference": k.denominator,  # column name kept: the CSV is read elsewhere
             "ratio": k.ratio,
             "ratio_lo": k.lo,
             "ratio_hi": k.hi,

@@ -7,7 +7,8 @@ prompt prefers its own (m < 0). Tasks under ``threshold`` accuracy are flagged; 
 build (a weak model is a finding, not an error).
 
 Forwards are batched without padding (a dataset's pairs share one token length) under
-``torch.no_grad``. This module does not import ``bench``; the CLI loads the model.
+``torch.no_grad``. m is computed by the sweep's own metric function
+(``bench.patching.logit_difference``, imported when first used); the CLI loads the model.
 """
 
 from __future__ import annotations
@@ -68,10 +69,10 @@ def logit_diffs(
         return torch.empty(0), torch.empty(0)
     clean = _last_logits(model, enc["clean_ids"], batch_size)
     cf = _last_logits(model, enc["cf_ids"], batch_size)
-    a, b = enc["clean_answer_id"][:, None], enc["cf_answer_id"][:, None]
-    m_clean = (clean.gather(1, a) - clean.gather(1, b)).squeeze(1)
-    m_cf = (cf.gather(1, a) - cf.gather(1, b)).squeeze(1)
-    return m_clean, m_cf
+    from bench.patching import logit_difference  # the sweep's metric (bench needs no tasks here)
+
+    a, b = enc["clean_answer_id"], enc["cf_answer_id"]  # [pairs]
+    return logit_difference(clean, a, b), logit_difference(cf, a, b)
 
 
 def check_dataset(

@@ -1,7 +1,7 @@
 """Bad input never costs a user data or a silent wrong answer (issue 12).
 
 One or more cases per class of the issue and per entry point: the command lines
-(``python -m bench``, ``python -m baselines``, ``python -m reports``, run in-process), the
+(``python -m bench``, ``python -m bench.training``, ``python -m reports``, run in-process), the
 Python API (``run_sweep``, ``load_model``, ``load_pairs``, ``build_report``, the cache) and the
 suite's options (``bench.conftest.parse_cells`` on a fake pytest config). Each case asserts
 the exit code or exception type, that the message names the offending value and what is valid,
@@ -28,10 +28,10 @@ import pytest
 import torch
 from _tiny_data import dataset, tiny_handle
 
-from baselines import training
 from bench import load_model, run_sweep
 from bench.cache import CorruptEntryError, atomic_path, load_checked
 from bench.result import SweepResult
+from bench.training import train as training
 from bench.validate import BadInputError
 from tasks import InsufficientPairsError, Pair, PairFileError, get_task, load_pairs
 
@@ -40,7 +40,7 @@ MARKS = FIXTURES / "pairs" / "marks_sva.jsonl"
 REPORT_INPUT = FIXTURES / "reports" / "inputs" / "sva_simple" / "neurons_mlp_acts_relp.json"
 SWEEP = ["sweep", "--model", "tiny-llama", "--task", "sva_simple", "--n-train", "8",
          "--n-test", "4", "--n-bootstrap", "20", "--quiet"]  # fmt: skip
-FAST = dict(n_bootstrap=20, timing_references=False)
+FAST = dict(n_bootstrap=20, bare_torch_timings=False)
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -263,7 +263,7 @@ from _tiny_data import dataset, tiny_handle
 from bench import run_sweep
 h, ds = tiny_handle("llama"), dataset()
 run_sweep(h, ds, site="mlp_acts", method="atp", cache=True, n_bootstrap=20,
-          timing_references=False)
+          bare_torch_timings=False)
 real_save = torch.save
 def save_then_die(obj, f, *args, **kwargs):  # kill -9 in the middle of writing an entry
     with open(f, "wb") as out:
@@ -271,7 +271,7 @@ def save_then_die(obj, f, *args, **kwargs):  # kill -9 in the middle of writing 
     os.kill(os.getpid(), signal.SIGKILL)
 torch.save = save_then_die
 run_sweep(h, ds, site="mlp_out", method="atp", cache=True, n_bootstrap=20,
-          timing_references=False)
+          bare_torch_timings=False)
 """
 
 
@@ -320,7 +320,7 @@ def test_api_truncated_model_manifest_is_a_corrupt_entry_and_rebuilt(env, monkey
 def test_api_corrupt_cached_corpus_is_rebuilt_with_the_same_hash(env, monkeypatch, caplog):
     import bz2
 
-    from baselines import corpus as corpus_mod
+    from bench.training import corpus as corpus_mod
 
     page = ("<page><ns>0</ns><text>Ada Lovelace was an English mathematician and writer known "
             "for her notes.\nHer father was the poet Lord Byron, and she had no other kids."
@@ -331,7 +331,7 @@ def test_api_corrupt_cached_corpus_is_rebuilt_with_the_same_hash(env, monkeypatc
     first = corpus_mod.wikipedia_corpus()
     (cached,) = (env.cache / "corpus").glob("*.txt")
     cached.write_text(cached.read_text().replace("Byron", "Bryon"))  # silent bit rot
-    with caplog.at_level(logging.WARNING, logger="baselines.corpus"):
+    with caplog.at_level(logging.WARNING, logger="bench.training.corpus"):
         again = corpus_mod.wikipedia_corpus()
     assert str(cached) in caplog.text and "does not match its sha256" in caplog.text
     assert again.sha256 == first.sha256 and "Byron" in cached.read_text()
@@ -347,7 +347,7 @@ TINY_SAE = training.TrainConfig(
 def _tiny_corpus():
     from _tiny_data import corpus
 
-    from baselines.corpus import Corpus
+    from bench.training.corpus import Corpus
 
     return Corpus("tiny", tuple(corpus() * 5))
 
@@ -371,7 +371,7 @@ def test_api_corrupt_local_sae_entry_is_detected_and_trained_again(env, monkeypa
     fits = []
     real_fit = training._fit
     monkeypatch.setattr(training, "_fit", lambda *a, **k: fits.append(1) or real_fit(*a, **k))
-    with caplog.at_level(logging.WARNING, logger="baselines.training"):
+    with caplog.at_level(logging.WARNING, logger="bench.training"):
         again = training.train_local(h, "mlp_out", [0], TINY_SAE, _tiny_corpus(), progress=False)
     assert again == entry and fits == [1]
     assert str(entry) in caplog.text and "does not match its sha256" in caplog.text
@@ -381,10 +381,10 @@ def test_api_corrupt_local_sae_entry_is_detected_and_trained_again(env, monkeypa
     assert fits == [1]
 
 
-def test_baselines_cli_serves_a_verified_entry_and_retrains_a_corrupt_one(
+def test_training_cli_serves_a_verified_entry_and_retrains_a_corrupt_one(
     env, capsys, caplog, tiny_sae_defaults
 ):
-    from baselines.__main__ import main
+    from bench.training.__main__ import main
 
     args = ["train", "--model", "tiny-llama", "--layers", "1", "--quiet"]
     assert main(args) == 0
@@ -393,7 +393,7 @@ def test_baselines_cli_serves_a_verified_entry_and_retrains_a_corrupt_one(
     good = json.loads(quality.read_text())
     quality.write_text(quality.read_text()[:50])  # truncated
     capsys.readouterr()
-    with caplog.at_level(logging.WARNING, logger="baselines.training"):
+    with caplog.at_level(logging.WARNING, logger="bench.training"):
         assert main(args) == 0  # trained again, not a JSON error
     assert "quality.json does not match its sha256" in caplog.text and str(entry) in caplog.text
     assert json.loads(quality.read_text()).keys() == good.keys()
@@ -527,10 +527,10 @@ def test_api_local_sae_k_larger_than_its_width_is_refused(env):
         (["--threads", "0"], "--threads 0: must be an integer ≥ 1"),
     ],
 )  # fmt: skip
-def test_baselines_cli_numbers_and_layer_ranges_are_refused(
+def test_training_cli_numbers_and_layer_ranges_are_refused(
     env, capsys, tiny_sae_defaults, args, message
 ):
-    from baselines.__main__ import main
+    from bench.training.__main__ import main
 
     before = env.snap()
     assert main(["train", "--model", "tiny-llama", "--quiet", *args]) == 2

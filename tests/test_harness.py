@@ -133,7 +133,7 @@ def test_relp_differs_from_atp_and_follows_the_gate_rule():
 def test_faithfulness_is_one_for_all_and_zero_for_none(arch, ablation, site):
     h, ds = tiny_handle(arch), dataset()
     res = run_sweep(h, ds, site=site, method="atp", ablation=ablation, n_bootstrap=50,
-                    timing_references=False)  # fmt: skip
+                    bare_torch_timings=False)  # fmt: skip
     assert res.sizes[-1] == res.n_nodes
     assert abs(res.faithfulness[-1] - 1) <= 1e-5  # F(all) = 1
     assert abs(res.completeness[-1]) <= 1e-5  # all nodes ablated = the empty circuit: 0
@@ -142,8 +142,8 @@ def test_faithfulness_is_one_for_all_and_zero_for_none(arch, ablation, site):
 
 def test_two_bases_share_the_size_grid():
     h, ds = tiny_handle("llama"), dataset()
-    a = run_sweep(h, ds, site="mlp_acts", method="random", n_bootstrap=50, timing_references=False)
-    b = run_sweep(h, ds, site="mlp_out", method="random", n_bootstrap=50, timing_references=False)
+    a = run_sweep(h, ds, site="mlp_acts", method="random", n_bootstrap=50, bare_torch_timings=False)
+    b = run_sweep(h, ds, site="mlp_out", method="random", n_bootstrap=50, bare_torch_timings=False)
     shared = [k for k in a.sizes if k < b.n_nodes]
     assert b.sizes[: len(shared)] == shared and b.sizes[-1] == b.n_nodes
     assert a.sizes == size_grid(a.n_nodes) and len(a.sizes) == len(a.faithfulness)
@@ -230,7 +230,7 @@ def test_paired_k_ratio_against_itself_is_exactly_one():
 
 
 def test_dictionary_cells_carry_a_paired_k_ratio_that_reports_read(tmp_path):
-    """finish(k_ratio_reference=...) puts k@0.8 / k@0.8(neurons) with a paired CI in extra;
+    """finish(ratio_denominator=...) puts k@0.8 / k@0.8(neurons) with a paired CI in extra;
     the report uses it as is (not propagated), and it is no wider than the propagated CI."""
     from bench.run import Cell, finish, measure, prepare
     from reports.cells import k_ratios
@@ -238,9 +238,9 @@ def test_dictionary_cells_carry_a_paired_k_ratio_that_reports_read(tmp_path):
     h, ds = tiny_handle("llama"), dataset()
     ref_prep = prepare(h, ds, Cell(site="mlp_acts", method="atp"))
     ref_ms = measure(ref_prep)
-    neurons = finish(ref_prep, ref_ms, timing_references=False)
+    neurons = finish(ref_prep, ref_ms, bare_torch_timings=False)
     prep = prepare(h, ds, Cell(site="mlp_out", method="atp"))
-    res = finish(prep, measure(prep), False, k_ratio_reference=("neurons@mlp_acts", ref_ms))
+    res = finish(prep, measure(prep), False, ratio_denominator=("neurons@mlp_acts", ref_ms))
     given = res.extra["k_ratio_vs_neurons"]
     assert given["ratio"] == pytest.approx(res.k_at_0_8 / neurons.k_at_0_8)
     lo, hi = given["ci"]

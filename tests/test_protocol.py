@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 from _tiny_data import dataset, tiny_handle
-from test_baselines import write_dictionary
+from test_bases import write_dictionary
 
 from bench import run_sweep
 from bench.attribution import attribute, exact_scores
@@ -43,7 +43,7 @@ def _setup(protocol: str, basis_name: str, tmp_path):
     if basis_name == "neurons":
         return h, ds, NeuronBasis(h.sites, "mlp_acts")
     write_dictionary(tmp_path, h)
-    return h, ds, make_basis(h.sites, "sae", "mlp_out", f"path:{tmp_path}")
+    return h, ds, make_basis(h, "sae", "mlp_out", f"path:{tmp_path}")
 
 
 def _at_reference(h, basis, split, kind):
@@ -145,7 +145,7 @@ def test_faithfulness_is_one_for_all_and_zero_for_none(tmp_path, protocol, basis
         write_dictionary(tmp_path, h)
         kw = {"basis": "sae", "site": "mlp_out", "dictionary": f"path:{tmp_path}"}
     res = run_sweep(h, ds, method="atp", ablation=protocol, error_mode=error_mode,
-                    n_bootstrap=50, timing_references=False, **kw)  # fmt: skip
+                    n_bootstrap=50, bare_torch_timings=False, **kw)  # fmt: skip
     assert res.sizes[-1] == res.n_nodes
     assert abs(res.faithfulness[-1] - 1) <= 1e-5  # F(all) = 1
     assert abs(res.completeness[-1]) <= 1e-5  # all nodes ablated = the empty circuit: 0
@@ -161,14 +161,14 @@ def test_error_nodes_are_counted_and_ranked_only_when_ablated(tmp_path):
     h, ds = tiny_handle("llama"), dataset()
     write_dictionary(tmp_path, h)
     kw = dict(basis="sae", site="mlp_out", dictionary=f"path:{tmp_path}", method="atp",
-              n_bootstrap=50, timing_references=False)  # fmt: skip
+              n_bootstrap=50, bare_torch_timings=False)  # fmt: skip
     ablate, keep = run_sweep(h, ds, error_mode="ablate", **kw), run_sweep(h, ds, **kw | {
         "error_mode": "keep"})  # fmt: skip
     n_units, n_err = 2 * 5 * 48, 2 * 5  # layers × pos × latents; layers × pos
     assert keep.n_nodes == n_units and ablate.n_nodes == n_units + n_err
     assert ablate.sizes[-1] == n_units + n_err and keep.sizes[-1] == n_units
     # error nodes with a non-zero score enter the ranking (and the consistency circuit)
-    basis = make_basis(h.sites, "sae", "mlp_out", f"path:{tmp_path}")
+    basis = make_basis(h, "sae", "mlp_out", f"path:{tmp_path}")
     err = attribute(h, basis, _encode(h, ds)[0], "atp").error
     n_err_nonzero = int((err != 0).sum())
     assert n_err_nonzero >= 3
@@ -221,7 +221,7 @@ def _xor_task():
 
 def test_consistency_check_reads_one_when_matched_and_not_when_unmatched():
     h, ds = _xor_task()
-    kw = dict(site="resid", method="relp", n_bootstrap=50, timing_references=False)
+    kw = dict(site="resid", method="relp", n_bootstrap=50, bare_torch_timings=False)
     for protocol in MATCHED:
         res = run_sweep(h, ds, ablation=protocol, **kw)
         c = res.consistency
@@ -237,7 +237,7 @@ def test_consistency_check_reads_one_when_matched_and_not_when_unmatched():
 
 def test_old_results_load_with_their_protocol(tmp_path):
     h, ds = tiny_handle("llama"), dataset()
-    res = run_sweep(h, ds, method="atp", n_bootstrap=50, timing_references=False)
+    res = run_sweep(h, ds, method="atp", n_bootstrap=50, bare_torch_timings=False)
     old = res.to_dict()
     old["schema_version"], old["ablation"] = 1, "mean"
     del old["protocol"], old["consistency"]

@@ -16,7 +16,7 @@ from bench.__main__ import main
 @pytest.fixture(scope="module")
 def result():
     h, ds = tiny_handle("llama"), dataset()
-    return run_sweep(h, ds, method="atp", n_bootstrap=200, timing_references=False)
+    return run_sweep(h, ds, method="atp", n_bootstrap=200, bare_torch_timings=False)
 
 
 def test_identical_result_holds(result, tmp_path):
@@ -42,7 +42,7 @@ def test_a_worse_ranking_fails_with_a_readable_diff(result, tmp_path, monkeypatc
     # The same cell, but the ranking is reversed: the least important nodes come first.
     monkeypatch.setattr(bench.run, "node_ranks", lambda s: original(1 / (s.abs() + 1e-12)))
     h, ds = tiny_handle("llama"), dataset()
-    reversed_ = run_sweep(h, ds, method="atp", n_bootstrap=200, timing_references=False)
+    reversed_ = run_sweep(h, ds, method="atp", n_bootstrap=200, bare_torch_timings=False)
     # On a random model either order may be the better one; the reference is the better.
     better, worse = sorted([result, reversed_], key=lambda r: -r.auc)
     assert worse.auc < better.auc - 0.1
@@ -68,7 +68,7 @@ def test_missing_or_incomparable_reference_fails(result, tmp_path):
 def test_attribution_cache_round_trip(tmp_path, monkeypatch):
     monkeypatch.setenv("SPARSEBENCH_CACHE", str(tmp_path))
     h, ds = tiny_handle("llama"), dataset()
-    kw = dict(method="atp", n_bootstrap=50, timing_references=False, cache=True)
+    kw = dict(method="atp", n_bootstrap=50, bare_torch_timings=False, cache=True)
     first = run_sweep(h, ds, **kw)
     second = run_sweep(h, ds, **kw)
     assert not first.timings["attribution_cached"] and second.timings["attribution_cached"]
@@ -80,23 +80,33 @@ def test_attribution_cache_round_trip(tmp_path, monkeypatch):
     torch.load(entry)  # and rewritten whole
 
 
-def test_a_joint_pass_serves_the_other_bases_from_the_cache(tmp_path, monkeypatch):
-    """measure(share=...) attributes all bases in one pass; their own cells then hit the cache
-    and get the results a separate pass gives."""
+def test_a_joint_pass_serves_the_other_bases_from_memory_and_the_cache(tmp_path, monkeypatch):
+    """A JointAttribution attributes all bases of its group in the first member's pass; the
+    others get their scores from memory (or, later, the disk cache) and the results a separate
+    pass gives."""
+    from bench.joint import JointAttribution
     from bench.run import Cell, finish, measure, prepare
 
     monkeypatch.setenv("SPARSEBENCH_CACHE", str(tmp_path))
     h, ds = tiny_handle("llama"), dataset()
     acts, out = Cell(site="mlp_acts", method="relp"), Cell(site="mlp_out", method="relp")
-    first = measure(prepare(h, ds, acts), cache=True, share=[prepare(h, ds, out)])
+    group = JointAttribution([prepare(h, ds, acts), prepare(h, ds, out)])
+    first = measure(prepare(h, ds, acts), cache=True, joint=group)
     assert not first.attribution_cached and len(first.extra["attribution_joint_bases"]) == 2
     assert len(list((tmp_path / "attributions").glob("*.pt"))) == 2
-    second = measure(prepare(h, ds, out), cache=True)
+    held = measure(prepare(h, ds, out), cache=True, joint=group)
+    assert held.attribution_cached and held.attribution_s == first.attribution_s
+    second = measure(prepare(h, ds, out), cache=True)  # from the disk cache
     assert second.attribution_cached and second.attribution_s == first.attribution_s
-    res = finish(prepare(h, ds, out), second, timing_references=False)
+    assert torch.equal(held.scores.units, second.scores.units)
+    res = finish(prepare(h, ds, out), second, bare_torch_timings=False)
     assert res.timings["attribution_bases"] == 2
+    no_cache = JointAttribution([prepare(h, ds, acts), prepare(h, ds, out)])
+    measure(prepare(h, ds, acts), joint=no_cache)  # without the disk cache: held in memory
+    in_memory = measure(prepare(h, ds, out), joint=no_cache)
+    assert in_memory.attribution_cached and torch.equal(in_memory.scores.units, held.scores.units)
     alone = run_sweep(h, ds, site="mlp_out", method="relp", n_bootstrap=1000,
-                      timing_references=False)  # fmt: skip
+                      bare_torch_timings=False)  # fmt: skip
     assert res.faithfulness == pytest.approx(alone.faithfulness, abs=1e-5)
 
 

@@ -77,3 +77,20 @@ def test_runs_accumulate_and_pytest_benchmark_compare_reads_them(tmp_path):
     proc = subprocess.run(compare, cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("test_cell[sva_simple-neurons@mlp_out-random]") == 2
+
+
+def test_the_baseline_cell_runs_first_in_every_group_whatever_the_bases_order():
+    """neurons@mlp_acts is the denominator of the paired k ratios: it must run before the
+    dictionary cells of its group, so listing it last gives the same ratios."""
+    args = ("--tasks", "sva_simple", "--methods", "relp,atp")
+    proc = _collect(*args, "--bases", "sae@mlp_out:local,neurons@mlp_out,neurons@mlp_acts")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    cells = [line.split("[", 1)[1] for line in proc.stdout.splitlines() if "test_cell[" in line]
+    assert cells == [
+        "sva_simple-neurons@mlp_acts-relp]",
+        "sva_simple-neurons@mlp_acts-atp]",
+        "sva_simple-sae@mlp_out:local-relp]",
+        "sva_simple-sae@mlp_out:local-atp]",
+        "sva_simple-neurons@mlp_out-relp]",
+        "sva_simple-neurons@mlp_out-atp]",
+    ]

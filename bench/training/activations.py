@@ -1,6 +1,6 @@
 """The activation stream local SAEs train on: every layer's site from one forward per window group.
 
-:func:`activation_batches` (step 4 of :mod:`baselines.training`):
+:func:`activation_batches` (step 4 of :mod:`bench.training`):
 
 1. windows are visited in a seeded random order per epoch (a pure function of the position in
    the stream, so a resumed run sees exactly the batches it would have seen);
@@ -29,7 +29,7 @@ def activation_batches(
     site: str,
     layers: list[int],
     windows: torch.Tensor,  # [n, ctx] training windows
-    cfg: Any,  # baselines.training.TrainConfig
+    cfg: Any,  # bench.training.config.TrainConfig
     start: int = 0,  # index of the first batch to yield
     on_batch: Callable[[int], None] | None = None,
 ) -> Iterator[dict[str, torch.Tensor]]:

@@ -9,10 +9,10 @@ import torch
 from _tiny_data import corpus as tiny_text
 from _tiny_data import dataset, tiny_handle
 
-from baselines import training
-from baselines.corpus import Corpus, clean_wikitext, parse_dump
-from baselines.dictionaries import make_dictionary_basis
 from bench import load_model, run_sweep
+from bench.bases.loading import make_dictionary_basis
+from bench.training import train as training
+from bench.training.corpus import Corpus, clean_wikitext, parse_dump
 
 TINY = training.TrainConfig(
     width=64, k=4, n_tokens=4096, ctx=9, batch_tokens=128, windows_per_forward=8,
@@ -124,13 +124,11 @@ def test_training_runs_end_to_end_and_resumes_after_an_interruption(tmp_path, mo
 
 def test_local_dictionary_trains_on_first_use_and_is_reused(tmp_path, cache, monkeypatch):
     h = tiny_handle("llama")
-    with pytest.raises(RuntimeError, match="python -m baselines train"):
-        make_dictionary_basis(h.sites, "sae", "mlp_out", "local")  # no tokenizer to train with
     h.model.save_pretrained(tmp_path / "model")
     h.tokenizer.save_pretrained(tmp_path / "model")
     saved = load_model(tmp_path / "model")
     res = run_sweep(saved, dataset(), basis="sae", site="mlp_out", dictionary="local",
-                    method="atp", n_bootstrap=50, timing_references=False)  # fmt: skip
+                    method="atp", n_bootstrap=50, bare_torch_timings=False)  # fmt: skip
     assert abs(res.faithfulness[-1] - 1) <= 1e-5 and abs(res.completeness[-1]) <= 1e-5
     quality = res.dictionary_quality
     assert quality["l0"] == pytest.approx(4.0) and quality["width"] == 64
@@ -140,14 +138,14 @@ def test_local_dictionary_trains_on_first_use_and_is_reused(tmp_path, cache, mon
         raise AssertionError("trained again")
 
     monkeypatch.setattr(training, "train_local", no_training)
-    again = make_dictionary_basis(saved.sites, "sae", "mlp_out", "local")
+    again = make_dictionary_basis(saved, "sae", "mlp_out", "local")
     assert again.quality() == quality and again.describe()["source"].startswith("local:")
     with pytest.raises(ValueError, match="local dictionaries are SAEs"):
-        make_dictionary_basis(saved.sites, "transcoder", "mlp_out", "local")
+        make_dictionary_basis(saved, "transcoder", "mlp_out", "local")
 
 
 def test_cli_trains_and_prints_the_quality_table(cache, capsys):
-    from baselines.__main__ import main
+    from bench.training.__main__ import main
 
     assert main(["train", "--model", "tiny-llama", "--layers", "1", "--quiet"]) == 0
     out = capsys.readouterr().out
@@ -159,7 +157,7 @@ def test_cli_trains_and_prints_the_quality_table(cache, capsys):
 
 @pytest.mark.slow
 def test_the_wikipedia_corpus_installs_from_pypi_and_is_pinned():
-    from baselines.corpus import wikipedia_corpus
+    from bench.training.corpus import wikipedia_corpus
 
     corpus = wikipedia_corpus()  # pip download gensim==4.4.0 on first use, sha256 verified
     assert len(corpus.paragraphs) > 4000
@@ -168,10 +166,10 @@ def test_the_wikipedia_corpus_installs_from_pypi_and_is_pinned():
 
 
 def test_cli_measures_and_stores_the_quality_of_a_path_dictionary(cache, tmp_path, capsys):
-    from test_baselines import write_dictionary
+    from test_bases import write_dictionary
 
-    from baselines.__main__ import main
     from bench.models import load_model as load
+    from bench.training.__main__ import main
 
     h = load("tiny-llama")
     write_dictionary(tmp_path / "tc", h, basis="transcoder")
@@ -182,5 +180,5 @@ def test_cli_measures_and_stores_the_quality_of_a_path_dictionary(cache, tmp_pat
     stored = json.loads((tmp_path / "tc" / "quality.json").read_text())
     assert stored["layers"] == [0, 1] and stored["eval_tokens"] == 64
     assert all(0 <= d <= 1 for d in stored["per_layer"]["dead_fraction"])
-    basis = make_dictionary_basis(h.sites, "transcoder", "mlp_out", f"path:{tmp_path / 'tc'}")
+    basis = make_dictionary_basis(h, "transcoder", "mlp_out", f"path:{tmp_path / 'tc'}")
     assert basis.quality() == stored

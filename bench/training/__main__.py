@@ -1,14 +1,14 @@
-"""Command line for dictionaries: ``python -m baselines train|quality ...``.
+"""Command line for dictionaries: ``python -m bench.training train|quality ...``.
 
 Examples::
 
     # local TopK SAEs for every layer (defaults: width 2048, k 32, 65k tokens); for
     # smollm2-135m on 2 CPU cores ~6 min of training and ~2 min of quality evaluation;
     # cached; prints the per-layer quality table (L0, FVU, CE-loss recovered, dead fraction)
-    python -m baselines train --model smollm2-135m --site mlp_out
+    python -m bench.training train --model smollm2-135m --site mlp_out
 
     # measure (and store beside it) the quality of a saved or registry dictionary
-    python -m baselines quality --model smollm2-135m --basis sae --site mlp_out \\
+    python -m bench.training quality --model smollm2-135m --basis sae --site mlp_out \\
         --dictionary path:/some/dir
 """
 
@@ -90,8 +90,8 @@ def quality_table(quality: dict) -> str:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from baselines import training
     from bench import load_model
+    from bench.training import train as training
 
     changes = {
         "width": args.width,
@@ -122,14 +122,15 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _quality(args: argparse.Namespace) -> int:
-    from baselines.dictionaries import make_dictionary_basis, parse_dictionary
-    from baselines.quality import measure_quality
-    from baselines.releases import quality_path
-    from baselines.training import default_corpus
     from bench import load_model
+    from bench.bases.dictionary import parse_dictionary
+    from bench.bases.loading import make_dictionary_basis
+    from bench.bases.releases import quality_path
+    from bench.training.quality import measure_quality
+    from bench.training.train import default_corpus
 
     handle = load_model(args.model, device=args.device)
-    basis = make_dictionary_basis(handle.sites, args.basis, args.site, args.dictionary)
+    basis = make_dictionary_basis(handle, args.basis, args.site, args.dictionary)
     spec = parse_dictionary(args.dictionary)
     _, held_out = default_corpus().windows(handle.tokenizer, args.ctx)
     saes = dict(enumerate(basis.saes))
@@ -158,7 +159,9 @@ def _quality(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m baselines", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.training", description=__doc__.split("\n")[0]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     tr = sub.add_parser("train", help="train local TopK SAEs for a model and site (cached)")
     tr.add_argument("--model", default="smollm2-135m")

@@ -9,12 +9,12 @@ Steps of :func:`load_release`:
    substring filter); ids that differ other than in numbers (``..._l0_small``, ``..._l0_big``)
    are variants, and choosing among them needs a template;
 3. fetch each chosen SAE's config only (``load_sae_config_from_huggingface``, small files) and
-   map its hook onto (site, layer) with :func:`baselines.dictionaries.check_config`, which also
+   map its hook onto (site, layer) with :func:`bench.bases.dictionary.check_config`, which also
    checks widths and kinds against the model before any weights are fetched;
 4. load the weights with ``SAE.from_pretrained(release, sae_id)`` — sae-lens's own loader, which
    folds a registry norm scaling factor into the weights where the release has one;
 5. quality: ``quality.json`` under ``cache_dir("saes", "releases", <release>)`` if
-   ``python -m baselines quality`` measured it for this selection, else None.
+   ``python -m bench.training quality`` measured it for this selection, else None.
 
 Network: sae-lens fetches through ``huggingface_hub``; offline, its cache (``HF_HUB_CACHE``) must
 already hold the files. Tests populate that cache in the hub's own layout.
@@ -29,7 +29,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from baselines.dictionaries import _prepare, check_affine, check_config, every_layer, group_layers
+from bench.bases.dictionary import check_affine, check_config, prepare
+from bench.bases.path import every_layer, group_layers
 from bench.cache import cache_dir
 from bench.sites import SiteTable
 
@@ -98,7 +99,7 @@ def load_release(
     for sae_id in chosen:
         log.info("loading %s / %s", release, sae_id)
         sae = SAE.from_pretrained(release, sae_id, device=str(param.device))
-        sae = _prepare(sae, sites)
+        sae = prepare(sae, sites)
         check_affine(sae, f"{release}/{sae_id}")
         saes.append(sae)
     source = {"source": f"release:{release}", "sae_ids": chosen}

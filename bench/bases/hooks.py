@@ -7,8 +7,8 @@ loaders also record the Hugging Face module that was read (``hf_hook_name``, e.g
 
 1. the Hugging Face name, when present: ``<module path>[.input|.output]`` is compared with the
    module and tensor of every site (module identity, not string guessing), plus the one
-   equivalence per architecture that the site table cannot see: the pre-MLP norm's output *is*
-   the MLP input (``mlp_in``);
+   equivalence per architecture that the site table names separately
+   (``ArchSpec.mlp_in_norm``): the pre-MLP norm's output *is* the MLP input (``mlp_in``);
 2. the TransformerLens name through ``SiteTable.parse_hook_name`` (the one place hook names are
    parsed), then the MLP-input aliases that sae-lens loaders use (``blocks.L.mlp.hook_in``);
 3. both present and disagreeing, or neither resolving, raises naming the hook and the sites.
@@ -19,19 +19,15 @@ loader uses it for the post-norm one; it is accepted only when a Hugging Face na
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 from typing import Any
 
 from bench.sites import SiteTable
 
-# The norm whose output is the MLP's input, per architecture (relative to a layer).
-MLP_IN_NORM = {
-    "llama": "post_attention_layernorm",
-    "gemma": "pre_feedforward_layernorm",
-    "gpt2": "ln_2",
-    "gpt_neox": "post_attention_layernorm",
-}
+log = logging.getLogger(__name__)
+
 # TransformerLens-style names sae-lens loaders give the (post-norm) MLP input.
 TL_MLP_IN_ALIASES = (r"blocks\.(\d+)\.mlp\.hook_in",)
 TL_AMBIGUOUS_MLP_IN = r"blocks\.(\d+)\.hook_mlp_in"
@@ -57,8 +53,7 @@ def _resolve_hf(sites: SiteTable, hf_name: str) -> tuple[str, int] | None:
     layer, rel = int(m.group(1)), m.group(2) or ""
     if not 0 <= layer < sites.n_layers:
         return None
-    norm = MLP_IN_NORM.get(sites.arch)
-    if norm is not None and rel == norm and tensor == "output":
+    if rel == sites.spec.mlp_in_norm and tensor == "output":
         return "mlp_in", layer
     try:
         module = sites.layer_part(layer, rel)

@@ -1,41 +1,27 @@
-"""Dictionary bases (``sae``, ``transcoder``): sae-lens dictionaries as units of a site.
+"""Dictionary bases (``sae``, ``transcoder``): one sae-lens dictionary per layer as units.
 
-``make_dictionary_basis(sites, basis, site, dictionary)`` is what ``bench.bases.make_basis``
-calls. Steps:
+- :func:`parse_dictionary`: the ``dictionary`` string (``path:``, ``release:``, ``local``);
+- :func:`check_config`: a dictionary's config against the model (hook -> site and layer through
+  :mod:`bench.bases.hooks`, widths, SAE vs transcoder, no run-time normalization);
+- :func:`check_affine`: decode must be ``linear(u) + b_dec`` (``decode_delta`` relies on it);
+- :func:`prepare`: frozen, eval mode, the model's dtype and device;
+- :class:`DictionaryBasis`: encode/decode are sae-lens's own; the harness adds the error node
+  ``x - decode(encode(x))``. A skip transcoder's skip term ``x @ W_skip.T`` is not a latent, so
+  it lands in the error node (``describe()`` says so).
 
-1. parse the ``dictionary`` string (:func:`parse_dictionary`):
-   - ``path:<dir>``: SAEs saved by sae-lens (``sae.save_model``), one sub-directory per layer,
-     conventionally ``<dir>/<hook_name>/`` (``cfg.json`` + ``sae_weights.safetensors``); layers
-     are found from each config's hook name, not from directory names; an optional
-     ``<dir>/quality.json`` (as ``python -m baselines quality`` writes) is the basis's quality;
-   - ``release:<release>[:<sae_id template>]``: a sae-lens registry release
-     (:mod:`baselines.releases`);
-   - ``local[:width=W,k=K]``: SAEs sparsebench trains for this model (:mod:`baselines.training`);
-2. read each dictionary's config first and check it against the model (:func:`check_config`):
-   its hook maps onto this basis's site (read and write site for transcoders), its widths equal
-   the site's, it is an SAE for ``sae`` and a transcoder for ``transcoder``, every layer has one;
-3. load the weights with sae-lens (``SAE.load_from_disk`` / ``SAE.from_pretrained``) in the
-   model's dtype and device, frozen, in eval mode;
-4. check that decode is affine in the latents (``decode(u) = linear(u) + b_dec``, which
-   ``decode_delta`` relies on); dictionaries whose decode depends on the input (run-time
-   ``layer_norm`` normalization, hook-z reshaping) are refused;
-5. wrap them in a :class:`DictionaryBasis`: encode/decode are sae-lens's own, the harness adds the
-   error node ``x - decode(encode(x))``. A skip transcoder's skip term ``x @ W_skip.T`` is not a
-   latent, so it lands in the error node (``describe()`` says so).
+Loading (path / release / local) is in :mod:`bench.bases.loading`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from baselines.hooks import cfg_field, resolve_hook
+from bench.bases.hooks import cfg_field, resolve_hook
 from bench.sites import SiteTable
 
 log = logging.getLogger(__name__)
@@ -191,6 +177,26 @@ class DictionaryBasis:
     def decode_delta(self, layer: int, delta: torch.Tensor) -> torch.Tensor:  # -> [..., w]
         return _linear_decode(self.saes[layer], delta)
 
+    def straight_through(self, layer: int, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """x with the gradient routed to the leaf latents u through the linear decoder."""
+        dec = self.decode_delta(layer, u)  # [..., w]
+        return x + (dec - dec.detach())
+
+    def splice(
+        self, layer: int, x: torch.Tensor, new: torch.Tensor, old: torch.Tensor
+    ) -> torch.Tensor:
+        """The site's value x with its latents ``old`` replaced by ``new`` (error kept)."""
+        return x + self.decode_delta(layer, new - old)  # [..., w]
+
+    def pullback(self, layer: int, g: torch.Tensor, n_units: int) -> torch.Tensor:
+        """∂m/∂u from the site gradient g: the (linear) decoder's transpose applied to g."""
+        z = torch.zeros(
+            (*g.shape[:-1], n_units), dtype=g.dtype, device=g.device, requires_grad=True
+        )
+        with torch.enable_grad():
+            (gu,) = torch.autograd.grad(self.decode_delta(layer, z), z, g)
+        return gu  # [..., n_units]
+
     def quality(self) -> dict[str, Any] | None:
         return self._quality
 
@@ -221,7 +227,8 @@ def _fingerprint(saes: list) -> str:
     return h.hexdigest()
 
 
-def _prepare(sae, sites: SiteTable):
+def prepare(sae, sites: SiteTable):
+    """A loaded SAE frozen, in eval mode, in the model's dtype and device."""
     if sae.cfg.normalize_activations not in SUPPORTED_NORMALIZATION:
         raise ValueError(
             f"{type(sae).__name__} at {cfg_field(sae.cfg.to_dict(), 'hook_name')} still normalizes "
@@ -232,121 +239,3 @@ def _prepare(sae, sites: SiteTable):
     sae.eval()
     sae.requires_grad_(False)
     return sae
-
-
-# -- path: ---------------------------------------------------------------------------------------
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except ValueError as err:
-        raise ValueError(f"{path}: not valid JSON ({err}); fix or remove it") from None
-
-
-def read_dir_configs(directory: Path) -> dict[Path, dict[str, Any]]:
-    """Every ``<directory>/*/cfg.json`` (sae-lens's own layout), by sub-directory."""
-    from sae_lens.constants import SAE_CFG_FILENAME
-    from sae_lens.loading.pretrained_sae_loaders import handle_config_defaulting
-
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise FileNotFoundError(f"dictionary directory {directory} does not exist")
-    found = {  # older sae-lens layouts converted as sae-lens's own loader does
-        p.parent: handle_config_defaulting(_read_json(p))
-        for p in sorted(directory.glob(f"*/{SAE_CFG_FILENAME}"))
-    }
-    if not found:
-        raise FileNotFoundError(
-            f"{directory} holds no SAEs: expected one sub-directory per layer, each with "
-            f"{SAE_CFG_FILENAME} and weights as sae-lens's save_model writes them"
-        )
-    return found
-
-
-def group_layers(found: dict[Any, int], what: str) -> dict[int, Any]:
-    """Items by layer; raises naming a layer that has more than one."""
-    layers: dict[int, list] = {}
-    for item, layer in found.items():
-        layers.setdefault(layer, []).append(item)
-    dupes = {layer: items for layer, items in layers.items() if len(items) > 1}
-    if dupes:
-        layer, items = min(dupes.items())
-        raise ValueError(
-            f"{what} has {len(items)} dictionaries for layer {layer} "
-            f"({', '.join(map(str, items))}); keep one per layer"
-        )
-    return {layer: items[0] for layer, items in sorted(layers.items())}
-
-
-def every_layer(sites: SiteTable, per_layer: dict[int, Any], what: str) -> list:
-    """``per_layer`` as a list over layers 0..n-1; raises naming the missing layers."""
-    missing = [layer for layer in range(sites.n_layers) if layer not in per_layer]
-    if missing:
-        raise ValueError(
-            f"{what} covers layers {sorted(per_layer)} but the model has {sites.n_layers} layers; "
-            f"missing: {missing} (a basis needs a dictionary on every layer)"
-        )
-    return [per_layer[layer] for layer in range(sites.n_layers)]
-
-
-def load_dir(sites: SiteTable, basis: str, site: str, directory: Path) -> dict[int, Any]:
-    """The checked, frozen SAEs of a ``path:`` directory, by layer (any subset of layers)."""
-    from sae_lens import SAE
-
-    configs = read_dir_configs(directory)
-    layer_of = {
-        sub: check_config(sites, basis, site, cfg, f"dictionary {sub}")
-        for sub, cfg in configs.items()
-    }
-    out = {}
-    for layer, sub in group_layers(layer_of, f"dictionary directory {directory}").items():
-        sae = _prepare(SAE.load_from_disk(sub), sites)
-        check_affine(sae, f"dictionary {sub}")
-        out[layer] = sae
-    return out
-
-
-def load_path(sites: SiteTable, basis: str, site: str, directory: str):
-    root = Path(directory).expanduser()
-    saes = every_layer(sites, load_dir(sites, basis, site, root), f"dictionary directory {root}")
-    quality_file = root / "quality.json"
-    quality = _read_json(quality_file) if quality_file.exists() else None
-    return saes, {"source": f"path:{root.resolve()}"}, quality
-
-
-# -- the harness's entry point --------------------------------------------------------------------
-
-
-def make_dictionary_basis(
-    sites: SiteTable, basis: str, site: str, dictionary: str | None
-) -> DictionaryBasis:
-    """The ``sae`` or ``transcoder`` basis at ``site`` from ``dictionary`` (module docstring)."""
-    if basis not in ("sae", "transcoder"):
-        raise ValueError(f"make_dictionary_basis builds 'sae' or 'transcoder', not {basis!r}")
-    sites.site(site)  # raises on an unknown site, naming the valid ones
-    if basis == "transcoder" and site != TRANSCODER_WRITE_SITE:
-        raise ValueError(
-            f"basis 'transcoder' writes site {TRANSCODER_WRITE_SITE!r} (and reads "
-            f"{TRANSCODER_READ_SITE!r}); pass site={TRANSCODER_WRITE_SITE!r}, not {site!r}"
-        )
-    spec = parse_dictionary(dictionary)
-    if spec.kind == "path":
-        saes, source, quality = load_path(sites, basis, site, spec.target)
-    elif spec.kind == "release":
-        from baselines.releases import load_release
-
-        saes, source, quality = load_release(sites, basis, site, spec.target, spec.selector)
-    else:
-        if basis != "sae":
-            raise ValueError(
-                "local dictionaries are SAEs (sae-lens has no transcoder trainer); for basis "
-                "'transcoder' use dictionary 'path:<dir>' or 'release:<name>'"
-            )
-        from baselines.training import local_dictionary_dir
-
-        directory = local_dictionary_dir(sites, site, spec.options)
-        saes, _, quality = load_path(sites, basis, site, str(directory))
-        source = {"source": f"local:{directory.parent.name}/{directory.name}"}
-    read_site = TRANSCODER_READ_SITE if basis == "transcoder" else site
-    return DictionaryBasis(basis, site, read_site, saes, str(dictionary), source, quality)

@@ -9,11 +9,12 @@ import pytest
 import torch
 from _tiny_data import dataset, tiny_handle
 
-from baselines.dictionaries import make_dictionary_basis, parse_dictionary
-from baselines.hooks import resolve_hook
-from baselines.releases import release_ids
 from bench import intervene, run_sweep
 from bench.bases import make_basis
+from bench.bases.dictionary import parse_dictionary
+from bench.bases.hooks import resolve_hook
+from bench.bases.loading import make_dictionary_basis
+from bench.bases.releases import release_ids
 from bench.models import ModelHandle
 from bench.patching import metric, unit_leaves
 from bench.sites import SiteTable
@@ -76,7 +77,7 @@ def test_sae_saved_by_sae_lens_loads_via_path(tmp_path, rescale):
 
     h = tiny_handle("llama")
     write_dictionary(tmp_path, h, rescale=rescale)
-    basis = make_basis(h.sites, "sae", "mlp_out", f"path:{tmp_path}")
+    basis = make_basis(h, "sae", "mlp_out", f"path:{tmp_path}")
     assert basis.n_units() == 48 and basis.has_error and not basis.identity
     assert basis.site == basis.read_site == "mlp_out"
     ref = SAE.load_from_disk(tmp_path / "blocks.1.hook_mlp_out")
@@ -94,21 +95,21 @@ def test_sae_saved_by_sae_lens_loads_via_path(tmp_path, rescale):
     assert desc["dictionary"] == f"path:{tmp_path}" and len(desc["weights_sha256"]) == 64
     assert basis.quality() is None
     (tmp_path / "quality.json").write_text(json.dumps({"fvu": 0.25}))
-    assert make_basis(h.sites, "sae", "mlp_out", f"path:{tmp_path}").quality() == {"fvu": 0.25}
+    assert make_basis(h, "sae", "mlp_out", f"path:{tmp_path}").quality() == {"fvu": 0.25}
 
 
 def test_path_needs_every_layer_once(tmp_path):
     h = tiny_handle("llama")
     write_dictionary(tmp_path / "a", h, layers=[0])
     with pytest.raises(ValueError, match=r"missing: \[1\]"):
-        make_dictionary_basis(h.sites, "sae", "mlp_out", f"path:{tmp_path / 'a'}")
+        make_dictionary_basis(h, "sae", "mlp_out", f"path:{tmp_path / 'a'}")
     write_dictionary(tmp_path / "b", h)
     write_dictionary(tmp_path / "b" / "extra", h, layers=[0])
     (tmp_path / "b" / "extra" / "blocks.0.hook_mlp_out").rename(tmp_path / "b" / "again")
     with pytest.raises(ValueError, match="2 dictionaries for layer 0"):
-        make_dictionary_basis(h.sites, "sae", "mlp_out", f"path:{tmp_path / 'b'}")
+        make_dictionary_basis(h, "sae", "mlp_out", f"path:{tmp_path / 'b'}")
     with pytest.raises(FileNotFoundError, match="holds no SAEs"):
-        make_dictionary_basis(h.sites, "sae", "mlp_out", f"path:{tmp_path / 'b' / 'extra'}")
+        make_dictionary_basis(h, "sae", "mlp_out", f"path:{tmp_path / 'b' / 'extra'}")
 
 
 # -- refusing mismatches --------------------------------------------------------------------------
@@ -118,7 +119,7 @@ def test_wrong_width_is_refused_naming_both_shapes(tmp_path):
     h = tiny_handle("llama")
     write_dictionary(tmp_path, h, d_in=16)
     with pytest.raises(ValueError, match=r"d_in 16 \(input shape \[\.\.\., 16\]\).*width 32"):
-        make_dictionary_basis(h.sites, "sae", "mlp_out", f"path:{tmp_path}")
+        make_dictionary_basis(h, "sae", "mlp_out", f"path:{tmp_path}")
 
 
 @pytest.mark.parametrize(
@@ -137,7 +138,7 @@ def test_another_sites_or_models_hook_is_refused(tmp_path, hook, message):
     h = tiny_handle("llama")
     write_dictionary(tmp_path, h, hook=hook, layers=[0])
     with pytest.raises(ValueError, match=message):
-        make_dictionary_basis(h.sites, "sae", "mlp_out", f"path:{tmp_path}")
+        make_dictionary_basis(h, "sae", "mlp_out", f"path:{tmp_path}")
 
 
 def test_sae_and_transcoder_are_not_interchangeable(tmp_path):
@@ -145,11 +146,11 @@ def test_sae_and_transcoder_are_not_interchangeable(tmp_path):
     write_dictionary(tmp_path / "tc", h, basis="transcoder")
     write_dictionary(tmp_path / "sae", h)
     with pytest.raises(ValueError, match="is a transcoder.*use basis 'transcoder'"):
-        make_dictionary_basis(h.sites, "sae", "mlp_out", f"path:{tmp_path / 'tc'}")
+        make_dictionary_basis(h, "sae", "mlp_out", f"path:{tmp_path / 'tc'}")
     with pytest.raises(ValueError, match="not a transcoder"):
-        make_dictionary_basis(h.sites, "transcoder", "mlp_out", f"path:{tmp_path / 'sae'}")
+        make_dictionary_basis(h, "transcoder", "mlp_out", f"path:{tmp_path / 'sae'}")
     with pytest.raises(ValueError, match="writes site 'mlp_out'.*not 'resid'"):
-        make_dictionary_basis(h.sites, "transcoder", "resid", f"path:{tmp_path / 'tc'}")
+        make_dictionary_basis(h, "transcoder", "resid", f"path:{tmp_path / 'tc'}")
 
 
 @pytest.mark.parametrize(
@@ -164,7 +165,7 @@ def test_sae_and_transcoder_are_not_interchangeable(tmp_path):
 def test_bad_dictionary_strings_raise(spec, message):
     h = tiny_handle("llama")
     with pytest.raises(ValueError, match=message):
-        make_dictionary_basis(h.sites, "sae", "mlp_out", spec)
+        make_dictionary_basis(h, "sae", "mlp_out", spec)
 
 
 def test_parse_dictionary():
@@ -202,7 +203,7 @@ def test_release_templates_choose_one_sae_per_layer():
     assert len(ids) == 18 and "layer_3_width_16k_l0_small" in ids
     h = tiny_handle("gemma3")
     with pytest.raises(ValueError, match=r"choose one per layer.*layer_\{layer\}"):
-        make_dictionary_basis(h.sites, "sae", "mlp_out", "release:gemma-scope-2-270m-pt-mlp-all")
+        make_dictionary_basis(h, "sae", "mlp_out", "release:gemma-scope-2-270m-pt-mlp-all")
 
 
 def _pythia_like(n_layers: int = 6) -> ModelHandle:
@@ -241,7 +242,7 @@ def test_release_resolves_end_to_end_against_a_local_hub_copy(monkeypatch, tmp_p
 
     h = _pythia_like()
     _local_hub_copy(monkeypatch, tmp_path, h)
-    basis = make_dictionary_basis(h.sites, "sae", "mlp_out", "release:pythia-70m-deduped-mlp-sm")
+    basis = make_dictionary_basis(h, "sae", "mlp_out", "release:pythia-70m-deduped-mlp-sm")
     assert basis.n_units() == 48 and len(basis.saes) == 6
     assert basis.describe()["sae_ids"] == [f"blocks.{i}.hook_mlp_out" for i in range(6)]
     direct = SAE.from_pretrained("pythia-70m-deduped-mlp-sm", "blocks.4.hook_mlp_out")
@@ -249,7 +250,7 @@ def test_release_resolves_end_to_end_against_a_local_hub_copy(monkeypatch, tmp_p
     torch.testing.assert_close(basis.encode(4, x), direct.encode(x))
     res = run_sweep(h, dataset(), basis="sae", site="mlp_out",
                     dictionary="release:pythia-70m-deduped-mlp-sm", method="atp",
-                    n_bootstrap=20, timing_references=False)  # fmt: skip
+                    n_bootstrap=20, bare_torch_timings=False)  # fmt: skip
     assert abs(res.faithfulness[-1] - 1) <= 1e-5
 
 
@@ -257,7 +258,7 @@ def test_release_for_another_width_is_refused_before_loading_weights(monkeypatch
     h = _pythia_like()
     _local_hub_copy(monkeypatch, tmp_path, h, d_in=512)  # pythia-70m's real width
     with pytest.raises(ValueError, match=r"d_in 512.*width 32"):
-        make_dictionary_basis(h.sites, "sae", "mlp_out", "release:pythia-70m-deduped-mlp-sm")
+        make_dictionary_basis(h, "sae", "mlp_out", "release:pythia-70m-deduped-mlp-sm")
 
 
 def test_release_for_a_model_with_fewer_layers_is_refused(monkeypatch, tmp_path):
@@ -265,7 +266,7 @@ def test_release_for_a_model_with_fewer_layers_is_refused(monkeypatch, tmp_path)
     _local_hub_copy(monkeypatch, tmp_path, h)
     small = _pythia_like(n_layers=4)
     with pytest.raises(ValueError, match=r"layer 4 out of range"):
-        make_dictionary_basis(small.sites, "sae", "mlp_out", "release:pythia-70m-deduped-mlp-sm")
+        make_dictionary_basis(small, "sae", "mlp_out", "release:pythia-70m-deduped-mlp-sm")
 
 
 # -- sweeps and gradients ------------------------------------------------------------------------
@@ -287,7 +288,7 @@ def test_faithfulness_is_one_for_all_and_zero_for_none(tmp_path, arch, basis, si
     h, ds = tiny_handle(arch), dataset()
     write_dictionary(tmp_path, h, basis=basis, site=site)
     res = run_sweep(h, ds, basis=basis, site=site, dictionary=f"path:{tmp_path}", method="atp",
-                    error_mode=error_mode, n_bootstrap=50, timing_references=False)  # fmt: skip
+                    error_mode=error_mode, n_bootstrap=50, bare_torch_timings=False)  # fmt: skip
     n_units = 5 * 2 * 48
     assert res.n_nodes == n_units + (5 * 2 if error_mode == "ablate" else 0)
     assert abs(res.faithfulness[-1] - 1) <= 1e-5  # F(all) = 1
@@ -302,7 +303,7 @@ def test_faithfulness_is_one_for_all_and_zero_for_none(tmp_path, arch, basis, si
 def test_gradient_at_the_error_node_equals_the_gradient_at_the_site(tmp_path, basis, site):
     h, ds = tiny_handle("llama"), dataset(n_train=6)
     write_dictionary(tmp_path, h, basis=basis, site=site, rescale=True)
-    b = make_dictionary_basis(h.sites, basis, site, f"path:{tmp_path}")
+    b = make_dictionary_basis(h, basis, site, f"path:{tmp_path}")
     tr = ds.encode(h.tokenizer)["train"]
     args = tr["clean_ids"], tr["clean_answer_id"], tr["cf_answer_id"]
     keys = [(site, layer) for layer in range(h.sites.n_layers)]
@@ -360,10 +361,10 @@ def test_one_shared_backward_gives_each_bases_own_scores(tmp_path, arch, method)
     write_dictionary(tmp_path / "sae", h, basis="sae", site="mlp_out")
     write_dictionary(tmp_path / "tc", h, basis="transcoder", seed=1)
     bases = [
-        make_basis(h.sites, "neurons", "mlp_acts"),
-        make_basis(h.sites, "neurons", "mlp_out"),
-        make_basis(h.sites, "sae", "mlp_out", f"path:{tmp_path / 'sae'}"),
-        make_basis(h.sites, "transcoder", "mlp_out", f"path:{tmp_path / 'tc'}"),
+        make_basis(h, "neurons", "mlp_acts"),
+        make_basis(h, "neurons", "mlp_out"),
+        make_basis(h, "sae", "mlp_out", f"path:{tmp_path / 'sae'}"),
+        make_basis(h, "transcoder", "mlp_out", f"path:{tmp_path / 'tc'}"),
     ]
     train = ds.encode(h.tokenizer)["train"]
     joint = attribute_many(h, bases, train, method, batch_size=12)

@@ -42,21 +42,24 @@ def ablation_values(
     for ``patch``, [pos, n] for ``mean`` and ``zero``."""
     if reference not in REFERENCES:
         raise ValueError(f"unknown reference {reference!r}; valid: {', '.join(REFERENCES)}")
-    n = test["cf_ids"].shape[0]
+    n, pos = test["cf_ids"].shape
+    layers = range(handle.sites.n_layers)
     if reference == "mean":
         per_layer = mean_units(handle, basis, test["cf_ids"], batch_size=n)
+    elif reference == "zero":  # no forward needed: only the shapes
+        kw = {"dtype": handle.dtype, "device": handle.device}
+        err = (pos, handle.sites.width(basis.site))
+        per_layer = [
+            LayerUnits(
+                torch.zeros((pos, basis.n_units()), **kw),
+                torch.zeros(err, **kw) if basis.has_error else None,
+            )
+            for _ in layers
+        ]
     else:
         with torch.no_grad(), unit_values(handle, basis) as cf:
             handle.model(input_ids=test["cf_ids"], logits_to_keep=1)
-        per_layer = [cf[layer] for layer in range(handle.sites.n_layers)]
-        if reference == "zero":
-            per_layer = [
-                LayerUnits(
-                    torch.zeros_like(lu.units[0]),
-                    torch.zeros_like(lu.error[0]) if lu.error is not None else None,
-                )
-                for lu in per_layer
-            ]
+        per_layer = [cf[layer] for layer in layers]
     units = [lu.units for lu in per_layer]
     error = [lu.error for lu in per_layer] if basis.has_error else None
     return AblationValues(units, error)

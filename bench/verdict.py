@@ -140,7 +140,7 @@ def verdict_text(results: Sequence[SweepResult]) -> str:
     for r in results:
         p = r.protocol or {}
         if p and not p.get("matched", True):
-            notes.append(f"protocol {r.ablation!r} is UNMATCHED ({p.get('description', '')})")
+            notes.append(f"protocol {r.ablation!r}: {p.get('description', 'UNMATCHED')}")
             break
     low = [
         cell_label(r) + f" {r.task} {r.method}"

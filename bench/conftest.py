@@ -18,6 +18,10 @@ case; see ``bench/test_suite.py``. Options:
 ``--n-train/--n-test`` split sizes (defaults below; ``--quick`` uses smaller ones)
 ``--quick``            the CI subset: sva_simple × {neurons@mlp_acts, neurons@mlp_out} ×
                        {relp, random}, small splits
+``--ladder``           the dictionary-quality ladder (opt-in): the 4 SVA tasks and ioi ×
+                       neurons@mlp_acts and six local SAEs (3 token budgets × 2 widths,
+                       ``bench.training.config.LADDER``, trained on first use) × relp; then
+                       ``python -m reports`` draws the paired ratio against CE-loss recovered
 ``--reference DIR``    fail a cell whose AUC or k@0.8 leaves the CI-based tolerance of its
                        committed reference (see bench/reference.py); prints what moved
 ``--update-reference`` write this run's results as the new references into ``--reference``
@@ -52,6 +56,14 @@ DEFAULT_N = (300, 32)  # 300/40 (docs/METHOD.md's example) takes ~10% longer; --
 DTYPES = ("auto", "float32", "bfloat16")
 QUICK = {"tasks": "sva_simple", "bases": "neurons@mlp_acts,neurons@mlp_out",
          "methods": "relp,random", "n": (64, 24)}  # fmt: skip
+LADDER_TASKS = "sva_simple,sva_within_rc,sva_across_pp,sva_across_rc,ioi"
+
+
+def ladder_bases() -> str:
+    """neurons@mlp_acts and one local SAE per rung of the quality ladder (bench.training.config)."""
+    from bench.training.config import LADDER
+
+    return ",".join(["neurons@mlp_acts", *(f"sae@mlp_out:local:{name}" for name in LADDER)])
 
 
 def pytest_addoption(parser):
@@ -66,6 +78,7 @@ def pytest_addoption(parser):
     g.addoption("--n-train", type=int, default=None)
     g.addoption("--n-test", type=int, default=None)
     g.addoption("--quick", action="store_true")
+    g.addoption("--ladder", action="store_true")
     g.addoption("--reference", default=None)
     g.addoption("--update-reference", action="store_true")
     g.addoption("--results-dir", default=".benchmarks/results")
@@ -86,11 +99,16 @@ def parse_cells(config) -> list[Cell]:
     from tasks import list_tasks
 
     opt = config.getoption
-    quick = opt("--quick")
+    quick, ladder = opt("--quick"), opt("--ladder")
+    if quick and ladder:
+        raise pytest.UsageError("--quick and --ladder select different cells; pass one of them")
     all_tasks = [t.name for t in list_tasks()]
-    tasks = _split(opt("--tasks") or (QUICK["tasks"] if quick else ",".join(all_tasks)))
-    bases = _split(opt("--bases") or (QUICK["bases"] if quick else DEFAULT_BASES))
-    methods = _split(opt("--methods") or (QUICK["methods"] if quick else DEFAULT_METHODS))
+    default_tasks = QUICK["tasks"] if quick else LADDER_TASKS if ladder else ",".join(all_tasks)
+    default_bases = QUICK["bases"] if quick else ladder_bases() if ladder else DEFAULT_BASES
+    tasks = _split(opt("--tasks") or default_tasks)
+    bases = _split(opt("--bases") or default_bases)
+    methods = _split(opt("--methods") or (QUICK["methods"] if quick else "relp" if ladder
+                                          else DEFAULT_METHODS))  # fmt: skip
     n_train, n_test = QUICK["n"] if quick else DEFAULT_N
     n_train = n_train if opt("--n-train") is None else opt("--n-train")  # 0 is not "unset"
     n_test = n_test if opt("--n-test") is None else opt("--n-test")

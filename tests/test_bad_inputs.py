@@ -339,7 +339,7 @@ def test_api_corrupt_cached_corpus_is_rebuilt_with_the_same_hash(env, monkeypatc
 
 TINY_SAE = training.TrainConfig(
     width=32, k=4, n_tokens=1024, ctx=9, batch_tokens=128, windows_per_forward=8,
-    forwards_per_chunk=2, n_checkpoints=0, forward_dtype="float32", autocast=False,
+    n_checkpoints=0, forward_dtype="float32", autocast=False,
     eval_tokens=256, ce_tokens=128, dead_tokens=512,
 )  # fmt: skip
 
@@ -518,7 +518,9 @@ def test_api_local_sae_k_larger_than_its_width_is_refused(env):
     [
         (["--k", "100"], "--k 100: must be an integer in 1..32 (the width, --width)"),
         (["--tokens", "10"], "--tokens 10: must be an integer ≥ 128 (too few training tokens"),
-        (["--batch", "0"], "--batch 0: must be an integer in 1..128"),
+        (["--batch", "0"], "--batch 0: must be an integer ≥ 1"),
+        (["--epochs", "0"], "--epochs 0: must be an integer ≥ 1"),
+        (["--preset", "w1024-t16"], "no such local dictionary config; did you mean w1024-t16k"),
         (["--lr", "-1"], "--lr -1.0: must be a finite number > 0"),
         (["--layers", "3-1"], "--layers 3-1: range '3-1' runs backwards"),
         (["--layers", "0-x"], "--layers 0-x: malformed part '0-x'"),

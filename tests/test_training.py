@@ -15,8 +15,8 @@ from bench.training import train as training
 from bench.training.corpus import Corpus, clean_wikitext, parse_dump
 
 TINY = training.TrainConfig(
-    width=64, k=4, n_tokens=4096, ctx=9, batch_tokens=128, windows_per_forward=8,
-    forwards_per_chunk=2, n_checkpoints=2, forward_dtype="float32", autocast=False,
+    width=64, k=4, n_tokens=1024, epochs=4, ctx=9, batch_tokens=128, windows_per_forward=8,
+    n_checkpoints=2, forward_dtype="float32", autocast=False,
     eval_tokens=256, ce_tokens=128, dead_tokens=1024,
 )  # fmt: skip
 STEPS_AT_SECOND_CHECKPOINT = 22  # thresholds at 1366 and 2732 samples: after steps 11 and 22
@@ -95,7 +95,7 @@ def test_training_runs_end_to_end_and_resumes_after_an_interruption(tmp_path, mo
     assert quality["training"]["tokens"] == 4096 and quality["training"]["resumed_from"] is None
 
     monkeypatch.setenv("SPARSEBENCH_CACHE", str(tmp_path / "b"))
-    stop_at = TINY.n_norm_batches + STEPS_AT_SECOND_CHECKPOINT + 3
+    stop_at = STEPS_AT_SECOND_CHECKPOINT + 3
 
     def crash(batch: int) -> None:
         if batch == stop_at:
@@ -106,7 +106,7 @@ def test_training_runs_end_to_end_and_resumes_after_an_interruption(tmp_path, mo
     entry, partial = training.entry_dirs(h.model, "mlp_out", [0, 1], TINY, tiny_corpus())
     assert entry.name == whole.name  # same key in the other cache
     assert not entry.exists() and not training.is_finished(entry)  # nothing half-finished shows
-    checkpoints = sorted((partial / "checkpoints").iterdir())
+    checkpoints = sorted((partial / "group-0" / "checkpoints").iterdir())
     assert [c.name for c in checkpoints] == [str(STEPS_AT_SECOND_CHECKPOINT * 128)]
     assert (checkpoints[0] / training.DONE).exists()
     assert not (partial / "final").exists()
@@ -140,8 +140,29 @@ def test_local_dictionary_trains_on_first_use_and_is_reused(tmp_path, cache, mon
     monkeypatch.setattr(training, "train_local", no_training)
     again = make_dictionary_basis(saved, "sae", "mlp_out", "local")
     assert again.quality() == quality and again.describe()["source"].startswith("local:")
-    with pytest.raises(ValueError, match="local dictionaries are SAEs"):
-        make_dictionary_basis(saved, "transcoder", "mlp_out", "local")
+
+
+def test_local_transcoders_train_and_replace_the_mlp(tmp_path, cache):
+    """A local transcoder reads mlp_in and writes mlp_out; its CE-loss recovered splices it in
+    place of the MLP, and its sweep holds F(all) = 1."""
+    from sae_lens import SAE
+
+    from bench.bases.topk_transcoder import TopKTranscoder
+
+    h = tiny_handle("llama")
+    tc = make_dictionary_basis(h, "transcoder", "mlp_out", "local")
+    assert tc.read_site == "mlp_in" and tc.describe()["source"].startswith("local:")
+    assert all(isinstance(t, TopKTranscoder) for t in tc.saes)
+    quality = tc.quality()
+    assert quality["architecture"] == "topk_transcoder" and quality["l0"] == pytest.approx(4.0)
+    assert all(0 < f < 0.9 for f in quality["per_layer"]["fvu"])  # predicts the MLP's output
+    entry = training.local_dictionary_dir(h, "transcoder", "mlp_out")
+    assert entry.name.startswith("transcoder-mlp_out-w64-k4")
+    saved = SAE.load_from_disk(next(entry.glob("*/cfg.json")).parent)
+    assert type(saved) is TopKTranscoder and saved.cfg.metadata.hook_name.endswith("ln2.hook_normalized")
+    res = run_sweep(h, dataset(), basis="transcoder", site="mlp_out", dictionary="local",
+                    method="atp", n_bootstrap=50, bare_torch_timings=False)  # fmt: skip
+    assert abs(res.faithfulness[-1] - 1) <= 1e-5 and abs(res.completeness[-1]) <= 1e-5
 
 
 def test_cli_trains_and_prints_the_quality_table(cache, capsys):

@@ -21,27 +21,30 @@ from typing import Any
 
 import torch
 
+from bench.bases import topk_transcoder  # noqa: F401  (registers topk_transcoder in sae-lens)
 from bench.bases.hooks import cfg_field, resolve_hook
 from bench.sites import SiteTable
 
 log = logging.getLogger(__name__)
 
-TRANSCODER_ARCHS = ("transcoder", "skip_transcoder", "jumprelu_transcoder")
+TRANSCODER_ARCHS = ("transcoder", "skip_transcoder", "jumprelu_transcoder", "topk_transcoder")
 SKIP_ARCHS = ("skip_transcoder", "jumprelu_skip_transcoder")
 TRANSCODER_WRITE_SITE, TRANSCODER_READ_SITE = "mlp_out", "mlp_in"
 SUPPORTED_NORMALIZATION = ("none", None)
+LOCAL_OPTIONS = {"width": "width", "k": "k", "tokens": "n_tokens", "epochs": "epochs"}
 
 
 @dataclass(frozen=True)
 class DictionarySpec:
     kind: str  # "path" | "release" | "local"
-    target: str  # directory, release name, or "" for local
+    target: str  # directory, release name, local config name ("" for the default)
     selector: str | None = None  # release sae_id template
-    options: dict[str, int] = field(default_factory=dict)  # local: width, k
+    options: dict[str, int] = field(default_factory=dict)  # local: TrainConfig fields
 
 
 def parse_dictionary(dictionary: str | None) -> DictionarySpec:
-    """``path:<dir>``, ``release:<name>[:<sae_id template>]`` or ``local[:width=W,k=K]``."""
+    """``path:<dir>``, ``release:<name>[:<sae_id template>]``, ``local``, ``local:<name>`` (a
+    named config) or ``local:width=W,k=K,tokens=N,epochs=E`` (any of them)."""
     if not dictionary:
         raise ValueError(
             "dictionary bases need a dictionary: 'local', 'path:<dir>' or 'release:<name>'"
@@ -52,12 +55,18 @@ def parse_dictionary(dictionary: str | None) -> DictionarySpec:
         release, _, selector = dictionary[len("release:") :].partition(":")
         return DictionarySpec("release", release, selector or None)
     if dictionary == "local" or dictionary.startswith("local:"):
+        rest = dictionary[len("local:") :]
+        if rest and "=" not in rest:  # a named config (bench.training.config.PRESETS)
+            return DictionarySpec("local", rest)
         options: dict[str, int] = {}
-        for item in filter(None, dictionary[len("local:") :].split(",")):
+        for item in filter(None, rest.split(",")):
             key, _, value = item.partition("=")
-            if key not in ("width", "k") or not value.isdigit():
-                raise ValueError(f"bad local dictionary option {item!r}; use local:width=W,k=K")
-            options[key] = int(value)
+            if key not in LOCAL_OPTIONS or not value.isdigit():
+                raise ValueError(
+                    f"bad local dictionary option {item!r}; use local:<name> or "
+                    f"local:{','.join(f'{k}=N' for k in LOCAL_OPTIONS)}"
+                )
+            options[LOCAL_OPTIONS[key]] = int(value)
         return DictionarySpec("local", "", options=options)
     raise ValueError(
         f"unknown dictionary {dictionary!r}; use 'local', 'path:<dir>' or 'release:<name>'"

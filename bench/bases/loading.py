@@ -10,7 +10,8 @@ calls. Steps:
      ``<dir>/quality.json`` (as ``python -m bench.training quality`` writes) is the basis's quality;
    - ``release:<release>[:<sae_id template>]``: a sae-lens registry release
      (:mod:`bench.bases.releases`);
-   - ``local[:width=W,k=K]``: SAEs sparsebench trains for this model (:mod:`bench.training`);
+   - ``local``, ``local:<name>`` or ``local:width=W,k=K,tokens=N,epochs=E``: TopK SAEs (or, for
+     ``transcoder``, TopK transcoders) sparsebench trains for this model (:mod:`bench.training`);
 2. read each dictionary's config first and check it against the model (:func:`check_config`):
    its hook maps onto this basis's site (read and write site for transcoders), its widths equal
    the site's, it is an SAE for ``sae`` and a transcoder for ``transcoder``, every layer has one;
@@ -64,14 +65,9 @@ def make_dictionary_basis(
 
         saes, source, quality = load_release(sites, basis, site, spec.target, spec.selector)
     else:
-        if basis != "sae":
-            raise ValueError(
-                "local dictionaries are SAEs (sae-lens has no transcoder trainer); for basis "
-                "'transcoder' use dictionary 'path:<dir>' or 'release:<name>'"
-            )
         from bench.training.train import local_dictionary_dir
 
-        directory = local_dictionary_dir(handle, site, spec.options)
+        directory = local_dictionary_dir(handle, basis, site, spec.target, spec.options)
         saes, _, quality = load_path(sites, basis, site, str(directory))
         source = {"source": f"local:{directory.parent.name}/{directory.name}"}
     read_site = TRANSCODER_READ_SITE if basis == "transcoder" else site

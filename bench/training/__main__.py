@@ -2,10 +2,16 @@
 
 Examples::
 
-    # local TopK SAEs for every layer (defaults: width 2048, k 32, 65k tokens); for
-    # smollm2-135m on 2 CPU cores ~6 min of training and ~2 min of quality evaluation;
-    # cached; prints the per-layer quality table (L0, FVU, CE-loss recovered, dead fraction)
+    # local TopK SAEs for every layer (defaults: bench.training.config.TrainConfig); cached;
+    # prints the per-layer quality table (L0, FVU, CE-loss recovered, dead fraction)
     python -m bench.training train --model smollm2-135m --site mlp_out
+
+    # local TopK transcoders (read mlp_in, write mlp_out); CE-loss recovered splices each
+    # one in place of its MLP
+    python -m bench.training train --basis transcoder
+
+    # one rung of the quality ladder (bench.training.config.LADDER)
+    python -m bench.training train --preset w1024-t16k
 
     # measure (and store beside it) the quality of a saved or registry dictionary
     python -m bench.training quality --model smollm2-135m --basis sae --site mlp_out \\
@@ -94,6 +100,8 @@ def _train(args: argparse.Namespace) -> int:
     from bench.training import train as training
 
     changes = {
+        "basis": args.basis,
+        "epochs": args.epochs,
         "width": args.width,
         "k": args.k,
         "n_tokens": args.tokens,
@@ -101,7 +109,10 @@ def _train(args: argparse.Namespace) -> int:
         "batch_tokens": args.batch,
         "lr": args.lr,
     }
-    cfg = replace(training.DEFAULT_CONFIG, **{k: v for k, v in changes.items() if v is not None})
+    from bench.training.config import preset
+
+    base = replace(training.DEFAULT_CONFIG, **(preset(args.preset) if args.preset else {}))
+    cfg = replace(base, **{k: v for k, v in changes.items() if v is not None})
     training.check_config(cfg, training.CLI_NAMES)  # before the model loads
     handle = load_model(args.model, device=args.device)
     layers = _layers(args.layers, handle.sites.n_layers)
@@ -113,7 +124,8 @@ def _train(args: argparse.Namespace) -> int:
     training = quality.get("training", {})
     print(quality_table(quality))
     print(
-        f"{len(quality['layers'])} SAEs (width {cfg.width}, k {cfg.k}) at {args.site}: training "
+        f"{len(quality['layers'])} {'SAEs' if cfg.basis == 'sae' else 'transcoders'} (width "
+        f"{cfg.width}, k {cfg.k}) at {args.site}: training "
         f"{training.get('seconds', 0):.0f} s on {training.get('tokens', 0)} tokens, quality "
         f"{training.get('quality_seconds', 0):.0f} s; this call {time.perf_counter() - start:.0f}"
         f" s -> {entry}"
@@ -163,9 +175,14 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m bench.training", description=__doc__.split("\n")[0]
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    tr = sub.add_parser("train", help="train local TopK SAEs for a model and site (cached)")
+    tr = sub.add_parser(
+        "train", help="train local TopK SAEs or transcoders for a model and site (cached)"
+    )
     tr.add_argument("--model", default="smollm2-135m")
     tr.add_argument("--site", default="mlp_out")
+    tr.add_argument("--basis", choices=("sae", "transcoder"), help="default sae")
+    tr.add_argument("--preset", help="a named config, e.g. w1024-t16k (the quality ladder)")
+    tr.add_argument("--epochs", type=int, help="passes over the training tokens")
     tr.add_argument("--layers", help="e.g. 0-3,7 (default: all)")
     tr.add_argument("--width", type=int)
     tr.add_argument("--k", type=int)

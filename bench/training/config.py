@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from bench.validate import API, FLOAT_DTYPES, BadInputError, check_int, check_positive_float, label
 
@@ -13,11 +15,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Hyperparameters of local SAEs. The defaults train all 30 layers of smollm2-135m (d_model
-    576) on 2 CPU cores in about 6 minutes (+2 for quality): the SAE steps (~50 ms per layer
-    per batch on one core) dominate the bf16 forwards (~1.4 s per 1024 tokens on the other).
-    Halving the tokens from 131,072 (14 min) cost little: mean FVU 0.335 -> 0.368, CE loss
-    recovered 0.717 -> 0.701, dead latents 4.7% -> 6.0%.
+    """Hyperparameters of local SAEs and transcoders (measured on 2 CPU cores, smollm2-135m,
+    30 layers; see the README's "Local dictionaries" section for the per-layer tables).
+
+    Cost: one bf16 forward per distinct training token (~0.7 ms per token, both cores) to collect
+    activations, then ~70 us per token per layer per epoch of SAE steps at width 2048 (bf16
+    autocast, both cores), then quality (one forward per layer on held-out text).
 
     ``skip_first``: a window's first position is left out of training and of every quality
     metric. Models without a BOS token write their attention-sink "massive activations" there
@@ -26,34 +29,39 @@ class TrainConfig:
     activation-norm estimate, and most latents die. In sweeps the SAE still encodes position 0;
     what it misses there is in that position's error node."""
 
+    basis: str = "sae"  # "sae" (reads and writes the site) | "transcoder" (mlp_in -> mlp_out)
     width: int = 2048  # latents per layer
-    k: int = 32  # TopK
-    n_tokens: int = 65_536  # training tokens, each used by every layer's SAE
+    k: int = 64  # TopK
+    n_tokens: int = 131_072  # distinct training tokens, collected once (activations.collect)
+    epochs: int = 1  # passes over them
     ctx: int = 65  # tokens per window
     skip_first: int = 1  # leading positions left out of training and quality (see below)
-    batch_tokens: int = 512  # SAE batch
+    batch_tokens: int = 1024  # SAE batch
     windows_per_forward: int = 16
-    forwards_per_chunk: int = 4  # a chunk's tokens are shuffled together (64 x 64 = 8 batches)
     lr: float = 3e-3
-    warmup_frac: float = 0.05
-    decay_frac: float = 0.2
-    dead_tokens: int = 16_384  # a latent unfired for this many tokens is dead (TopK aux loss)
-    n_norm_batches: int = 4  # batches for the activation norm estimate
+    lr_end_frac: float = 0.01  # the rate the final decay ends at, as a fraction of lr
+    warmup_frac: float = 0.02
+    decay_frac: float = 0.3
+    dead_tokens: int = 65_536  # a latent unfired for this many tokens is dead (TopK aux loss)
     n_checkpoints: int = 4
-    prefetch_batches: int = 16  # activation batches computed ahead, in a producer thread
+    max_buffer_gb: float = 6.0  # collected activations held at once; more layers train in groups
     forward_dtype: str = "bfloat16"
     autocast: bool = True  # bf16 autocast in SAE steps (sae-lens SAETrainerConfig.autocast)
     seed: int = 0
     eval_tokens: int = 4096  # held-out tokens for L0, FVU, dead fraction
-    ce_tokens: int = 1024  # held-out tokens for CE-loss recovered
+    ce_tokens: int = 2048  # held-out tokens for CE-loss recovered
 
     @property
     def n_steps(self) -> int:
-        return self.n_tokens // self.batch_tokens
+        return self.n_tokens * self.epochs // self.batch_tokens
 
 
 # How ``python -m bench.training train`` spells the fields it sets.
+BASES = ("sae", "transcoder")
+
 CLI_NAMES = {
+    "basis": "--basis",
+    "epochs": "--epochs",
     "width": "--width",
     "k": "--k",
     "n_tokens": "--tokens",
@@ -83,17 +91,18 @@ def check_config(
     at_least("skip_first", 0)
     at_least("ctx", cfg.skip_first + 1, max_ctx, "a window needs a position to train on"
              + (f" and must fit the model's {max_ctx} positions" if max_ctx else ""))  # fmt: skip
-    for field in ("windows_per_forward", "forwards_per_chunk", "n_norm_batches",
-                  "prefetch_batches", "dead_tokens", "eval_tokens", "ce_tokens"):  # fmt: skip
+    if cfg.basis not in BASES:
+        raise BadInputError(f"{label(name('basis'), cfg.basis)}: valid: {', '.join(BASES)}")
+    for field in ("windows_per_forward", "epochs", "dead_tokens", "eval_tokens", "ce_tokens"):
         at_least(field, 1)
     at_least("n_checkpoints", 0)
     at_least("seed", 0)
-    chunk = cfg.windows_per_forward * cfg.forwards_per_chunk * (cfg.ctx - cfg.skip_first)
-    at_least("batch_tokens", 1, chunk, f"the {chunk} training tokens of one chunk of windows")
+    at_least("batch_tokens", 1)
     few = f"too few training tokens: at least one SAE batch, {name('batch_tokens')}"
     at_least("n_tokens", cfg.batch_tokens, None, few)
     check_positive_float(cfg.lr, name("lr"))
-    for field in ("warmup_frac", "decay_frac"):
+    check_positive_float(cfg.max_buffer_gb, name("max_buffer_gb"))
+    for field in ("warmup_frac", "decay_frac", "lr_end_frac"):
         value = getattr(cfg, field)
         if not isinstance(value, int | float) or not 0 <= value <= 1:
             raise BadInputError(f"{label(name(field), value)}: must be a number in [0, 1]")
@@ -113,3 +122,44 @@ def max_positions(model) -> int | None:
 
 
 DEFAULT_CONFIG = TrainConfig()
+
+
+# -- named local dictionaries: ``dictionary="local:<name>"`` (e.g. in the suite's --bases) ------
+
+PRESETS: dict[str, dict[str, Any]] = {}  # name -> TrainConfig fields that differ from defaults
+
+
+def register_preset(name: str, **changes: Any) -> str:
+    """Name a local dictionary config, usable as ``local:<name>``; the name."""
+    unknown = sorted(set(changes) - set(TrainConfig.__dataclass_fields__))
+    if unknown:
+        raise ValueError(f"preset {name!r}: unknown TrainConfig fields {', '.join(unknown)}")
+    PRESETS[name] = dict(changes)
+    return name
+
+
+def preset(name: str) -> dict[str, Any]:
+    """The fields of a named config; an unknown name raises with the closest matches."""
+    if name not in PRESETS:
+        close = difflib.get_close_matches(name, PRESETS, n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise BadInputError(
+            f"dictionary local:{name}: no such local dictionary config{hint} "
+            f"(valid: {', '.join(PRESETS)}, or local:width=W,k=K,tokens=N,epochs=E)"
+        )
+    return dict(PRESETS[name])
+
+
+def short_tokens(n: int) -> str:
+    return f"{n // 1024}k" if n % 1024 == 0 else str(n)
+
+
+# The quality ladder (reports: "the verdict against dictionary quality"): 3 token budgets x 2
+# widths of local SAEs, all at the default k; `pytest bench --benchmark-only --ladder` sweeps them.
+LADDER_TOKENS = (16_384, 49_152, 131_072)
+LADDER_WIDTHS = (1024, 4096)
+LADDER = tuple(
+    register_preset(f"w{w}-t{short_tokens(t)}", width=w, n_tokens=t)
+    for w in LADDER_WIDTHS
+    for t in LADDER_TOKENS
+)

@@ -26,7 +26,7 @@ from bench.training.corpus import Corpus
 log = logging.getLogger(__name__)
 
 DONE = "DONE"
-NOT_IN_KEY = ("n_checkpoints", "prefetch_batches")  # settings that do not change the SAEs
+NOT_IN_KEY = ("n_checkpoints", "max_buffer_gb")  # settings that do not change the SAEs
 
 
 def sae_lens_version() -> str:
@@ -56,7 +56,9 @@ def entry_name(site: str, layers: list[int], cfg: TrainConfig, corpus_sha: str) 
     data["sae_lens"] = sae_lens_version()
     digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
     ver = sae_lens_version().replace(".", "")
-    return f"{site}-w{cfg.width}-k{cfg.k}-c{corpus_sha[:8]}-sl{ver}-{digest}"
+    kind = "" if cfg.basis == "sae" else f"{cfg.basis}-"
+    size = f"w{cfg.width}-k{cfg.k}-t{cfg.n_tokens}x{cfg.epochs}"
+    return f"{kind}{site}-{size}-c{corpus_sha[:8]}-sl{ver}-{digest}"
 
 
 def entry_dirs(model, site: str, layers: list[int], cfg: TrainConfig, corpus: Corpus):

@@ -80,18 +80,49 @@ def reconstruction(
     return out
 
 
+def _baseline_path(handle, site: str, windows: torch.Tensor, skip_first: int):
+    """Where CE_clean and the per-layer CE_zero of these windows are cached: they depend on the
+    model, the site and the text, never on the dictionary."""
+    import hashlib
+
+    from bench.cache import cache_dir
+    from bench.training.entries import model_key
+
+    h = hashlib.sha256(windows.cpu().numpy().tobytes())
+    h.update(f"{site}:{skip_first}:{handle.dtype}".encode())
+    return cache_dir("quality-baselines") / f"{model_key(handle.model)}-{h.hexdigest()[:16]}.json"
+
+
+def _load_baseline(path) -> dict | None:
+    import json
+
+    try:
+        data = json.loads(path.read_text())
+        return {"clean": float(data["clean"]), "zero": {int(k): v for k, v in data["zero"].items()}}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
 @torch.no_grad()
 def ce_loss(
     handle, site, read_site, saes, windows, skip_first=0, batch: int = 8, progress: bool = True
 ):
     """Step 3: (CE_clean, per-layer CE_spliced, per-layer CE_zero), mean nats per token; the
-    first ``skip_first`` positions keep their clean values."""
+    first ``skip_first`` positions keep their clean values. CE_clean and CE_zero are cached on
+    disk (:func:`_baseline_path`): a dictionary's quality costs one forward per layer."""
+    import json
+
+    from bench.cache import atomic_path
+
     layers = sorted(saes)
     groups = list(windows.to(handle.device).split(batch))
     n_pred = sum(g[:, 1:].numel() for g in groups)
-    clean = sum(_ce(handle.model, g).item() for g in groups) / n_pred
+    path = _baseline_path(handle, site, windows, skip_first)
+    base = _load_baseline(path) or {"clean": None, "zero": {}}
+    if base["clean"] is None:
+        base["clean"] = sum(_ce(handle.model, g).item() for g in groups) / n_pred
     spliced: list[float] = []
-    zeroed: list[float] = []
+    fresh = False
     for layer in tqdm(layers, desc="CE loss per layer", disable=not progress, leave=False):
         sae, key, read_key = saes[layer], (site, layer), (read_site, layer)
         capture = [read_key] if read_key != key else []
@@ -108,14 +139,24 @@ def ce_loss(
             new[:, skip_first:] = 0
             return new
 
-        for replacement, sink in ((splice, spliced), (zero, zeroed)):
+        jobs = [(splice, spliced)]
+        if layer not in base["zero"]:
+            fresh = True
+            jobs.append((zero, None))
+        for replacement, sink in jobs:
             total = 0.0
             for g in groups:
                 with intervene(handle.sites, capture=capture, replace={key: replacement}) as acts:
                     holder["acts"] = acts
                     total += _ce(handle.model, g).item()
-            sink.append(total / n_pred)
-    return clean, spliced, zeroed
+            if sink is None:
+                base["zero"][layer] = total / n_pred
+            else:
+                sink.append(total / n_pred)
+    if fresh:
+        with atomic_path(path, kind="file") as tmp:
+            tmp.write_text(json.dumps(base))
+    return base["clean"], spliced, [base["zero"][layer] for layer in layers]
 
 
 def _mean(values: list[float]) -> float:
@@ -130,7 +171,7 @@ def measure_quality(
     saes: dict[int, Any],  # layer -> sae-lens SAE (or transcoder)
     windows: torch.Tensor,  # [n, ctx] held-out token windows
     eval_tokens: int = 4096,
-    ce_tokens: int = 1024,
+    ce_tokens: int = 2048,
     skip_first: int = 1,
     progress: bool = True,
 ) -> dict[str, Any]:

@@ -6,27 +6,26 @@ what ``dictionary="local"`` calls (:mod:`bench.bases.loading`) with the model ha
 from __future__ import annotations
 
 import copy
-import itertools
 import json
 import logging
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from bench.cache import atomic_path, files_sha256
-from bench.training.activations import activation_batches
+from bench.training.activations import batches, collect, mean_and_scale
 from bench.training.config import (
     CLI_NAMES,
     DEFAULT_CONFIG,
     TrainConfig,
     check_config,
     max_positions,
+    preset,
 )
 from bench.training.corpus import Corpus, wikipedia_corpus
 from bench.training.entries import (
@@ -39,6 +38,7 @@ from bench.training.entries import (
     model_key,
     sae_lens_version,
 )
+from bench.training.transcoder import new_transcoder, save_transcoder
 
 __all__ = [  # re-exported: what callers and tests use through this module
     "CLI_NAMES",
@@ -55,37 +55,40 @@ __all__ = [  # re-exported: what callers and tests use through this module
 
 log = logging.getLogger(__name__)
 
+READ_SITE = {"transcoder": "mlp_in"}  # the site a basis's dictionary reads, where not its own
+
 
 # -- steps 3-5: training with resumable checkpoints -------------------------------------------
 
 
-def _new_saes(handle, site: str, layers: list[int], cfg: TrainConfig) -> dict[str, Any]:
-    from sae_lens import TopKTrainingSAE, TopKTrainingSAEConfig
+def _metadata(handle, site: str, layer: int, cfg: TrainConfig, basis: str):
     from sae_lens.saes.sae import SAEMetadata
 
-    torch.manual_seed(cfg.seed)
-    saes = {}
-    for layer in layers:
-        hook = handle.sites.hook_name(site, layer)
-        meta = SAEMetadata(
-            model_name=handle.name,
-            hook_name=hook,
-            context_size=cfg.ctx,
-            prepend_bos=bool(handle.tokenizer("").input_ids),
-            sparsebench_site=site,
-            sparsebench_layer=layer,
-        )
-        sae_cfg = TopKTrainingSAEConfig(
-            d_in=handle.sites.width(site),
-            d_sae=cfg.width,
-            k=cfg.k,
-            dtype="float32",
-            device=str(handle.device),
-            normalize_activations="expected_average_only_in",
-            metadata=meta,
-        )
-        saes[hook] = TopKTrainingSAE(sae_cfg)
-    return saes
+    meta = {"hook_name_out": handle.sites.hook_name(site, layer)} if basis == "transcoder" else {}
+    return SAEMetadata(
+        model_name=handle.name,
+        hook_name=handle.sites.hook_name(READ_SITE.get(basis, site), layer),
+        context_size=cfg.ctx,
+        prepend_bos=bool(handle.tokenizer("").input_ids),
+        sparsebench_site=site,
+        sparsebench_layer=layer,
+        **meta,
+    )
+
+
+def _new_dictionary(handle, site: str, layer: int, cfg: TrainConfig, basis: str):
+    """Step 3: one sae-lens training module (TopK SAE, or TopK transcoder for ``basis``)."""
+    from sae_lens import TopKTrainingSAE, TopKTrainingSAEConfig
+
+    meta = _metadata(handle, site, layer, cfg, basis)
+    d_in = handle.sites.width(READ_SITE.get(basis, site))
+    if basis == "transcoder":
+        return new_transcoder(d_in, handle.sites.width(site), cfg.width, cfg.k, "cpu", meta)
+    sae_cfg = TopKTrainingSAEConfig(
+        d_in=d_in, d_sae=cfg.width, k=cfg.k, dtype="float32", device=str(handle.device),
+        normalize_activations="none", metadata=meta,
+    )  # fmt: skip
+    return TopKTrainingSAE(sae_cfg)
 
 
 def _latest_checkpoint(partial: Path) -> Path | None:
@@ -101,7 +104,7 @@ def _trainer_config(handle, cfg: TrainConfig, partial: Path):
         total_training_samples=steps * cfg.batch_tokens,
         train_batch_size_samples=cfg.batch_tokens,
         lr=cfg.lr,
-        lr_end=cfg.lr,
+        lr_end=cfg.lr * cfg.lr_end_frac,
         lr_warm_up_steps=int(cfg.warmup_frac * steps),
         lr_decay_steps=int(cfg.decay_frac * steps),
         device=str(handle.device),
@@ -112,16 +115,66 @@ def _trainer_config(handle, cfg: TrainConfig, partial: Path):
         checkpoint_path=str(partial / "checkpoints"),
         save_final_checkpoint=False,
         logger=LoggingConfig(log_to_wandb=False),
-        n_batches_for_norm_estimate=cfg.n_norm_batches,
+        n_batches_for_norm_estimate=1,
     )
 
 
-def _fit(handle, site, layers, cfg: TrainConfig, train_windows, partial: Path, on_batch, progress):
-    """Steps 3-5: train (resuming from the last complete checkpoint); the folded SAEs."""
-    from sae_lens.training.multi_sae_trainer import MultiSAETrainer
-    from sae_lens.training.prefetch import PrefetchingIterator
+def _layer_groups(handle, basis: str, site: str, layers: list[int], cfg: TrainConfig):
+    """Layers whose collected activations fit ``cfg.max_buffer_gb`` together (step 4)."""
+    width = handle.sites.width(site)
+    if basis in READ_SITE:
+        width += handle.sites.width(READ_SITE[basis])
+    per_layer = cfg.n_tokens * width * 2  # bfloat16 rows
+    size = max(1, int(cfg.max_buffer_gb * 2**30 // per_layer))
+    return [layers[i : i + size] for i in range(0, len(layers), size)]
 
-    saes = _new_saes(handle, site, layers, cfg)
+
+def _scale(buffers) -> dict[str, dict[str, Any]]:
+    """Scale each hook's rows in place to mean norm sqrt(d) (sae-lens's
+    ``expected_average_only_in``); the factors and the scaled target mean, for init and folding."""
+    out = {}
+    for hook, (read, write) in buffers.items():
+        _, s_in = mean_and_scale(read)
+        read.mul_(s_in)
+        s_out = s_in
+        if write is not None:
+            _, s_out = mean_and_scale(write)
+            write.mul_(s_out)
+        mean, _ = mean_and_scale(read if write is None else write)
+        out[hook] = {"s_in": s_in, "s_out": s_out, "mean": mean}
+    return out
+
+
+@torch.no_grad()
+def _fold(module, s_in: float, s_out: float) -> None:
+    """Undo the training scale in the weights: encode reads x, decode writes x (step 5)."""
+    module.W_enc.mul_(s_in)
+    module.W_dec.div_(s_out)
+    module.b_dec.div_(s_out)
+
+
+def _fit_group(handle, basis, site, group, cfg, windows, partial: Path, on_batch, progress):
+    """Steps 4-5 for one group of layers: collect, train (resuming from the last complete
+    checkpoint), fold; ``({hook: trained module}, resumed-from samples or None)``."""
+    from sae_lens.training.multi_sae_trainer import MultiSAETrainer
+
+    fwd_model = handle.model
+    dtype = getattr(torch, cfg.forward_dtype)
+    if dtype != handle.dtype:
+        fwd_model = copy.deepcopy(handle.model).to(dtype)
+    buffers = collect(
+        fwd_model, READ_SITE.get(basis, site), site, group, windows, cfg.skip_first,
+        cfg.windows_per_forward, progress,
+    )  # fmt: skip
+    del fwd_model
+    scales = _scale(buffers)
+    saes = {}
+    for layer in group:  # seeded per layer: the same weights whichever group a layer is in
+        torch.manual_seed(cfg.seed * 1_000_003 + layer)
+        saes[handle.sites.hook_name(site, layer)] = _new_dictionary(handle, site, layer, cfg, basis)
+    for hook, sae in saes.items():
+        with torch.no_grad():
+            sae.b_dec.copy_(scales[hook]["mean"])  # start at the (scaled) mean output
     resume = _latest_checkpoint(partial)
 
     def mark_done(checkpoint_path: Path | None) -> None:
@@ -132,50 +185,69 @@ def _fit(handle, site, layers, cfg: TrainConfig, train_windows, partial: Path, o
             if old != checkpoint_path:
                 shutil.rmtree(old, ignore_errors=True)
 
-    fwd_model = handle.model
-    dtype = getattr(torch, cfg.forward_dtype)
-    if dtype != handle.dtype:
-        fwd_model = copy.deepcopy(handle.model).to(dtype)
-    trainer_cfg = _trainer_config(handle, cfg, partial)
-    holder: dict[str, Any] = {}
-
-    def stream() -> Iterator[dict[str, torch.Tensor]]:  # started lazily, after any resume
-        start = 0 if resume is None else cfg.n_norm_batches + holder["done"] // cfg.batch_tokens
-        total = cfg.n_norm_batches + cfg.n_steps
-        desc = f"{site} batches ({len(layers)} layers per forward)"
-        batches = activation_batches(fwd_model, site, layers, train_windows, cfg, start, on_batch)
-        with tqdm(total=total, initial=start, desc=desc, disable=not progress) as bar:
-            for batch in itertools.islice(batches, total - start):  # what fit() will consume
-                yield batch
-                bar.update(1)
-
     trainer = MultiSAETrainer(
-        trainer_cfg, saes, {h: h for h in saes}, iter(()), save_checkpoint_fn=mark_done
-    )
+        _trainer_config(handle, cfg, partial), saes, {h: h for h in saes}, iter(()),
+        save_checkpoint_fn=mark_done,
+    )  # fmt: skip
+    start = 0
     if resume is not None:
-        log.info("resuming local SAE training from %s", resume)
+        log.info("resuming local dictionary training from %s", resume)
         try:
             trainer.load_checkpoint(resume)
         except Exception as err:  # a damaged checkpoint: start over rather than fail every run
             log.warning("checkpoint %s is unreadable (%s); training from the start", resume, err)
             shutil.rmtree(partial / "checkpoints", ignore_errors=True)
-            return _fit(handle, site, layers, cfg, train_windows, partial, on_batch, progress)
-        holder["done"] = trainer.n_training_samples
+            return _fit_group(handle, basis, site, group, cfg, windows, partial, on_batch, progress)
+        start = trainer.n_training_samples // cfg.batch_tokens
         for t in (trainer, *trainer.trainers.values()):
             t.checkpoint_thresholds = [
                 c for c in t.checkpoint_thresholds if c >= trainer.n_training_samples
             ]
-    # The model forwards run in a producer thread while the SAEs train (sae-lens's prefetcher);
-    # one intra-op thread each, so the two overlap on two cores instead of oversubscribing.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    trainer.data_provider = PrefetchingIterator(stream(), prefetch=cfg.prefetch_batches)
-    try:
-        trained = trainer.fit()
-    finally:
-        trainer.data_provider.close()
-        torch.set_num_threads(threads)
+    trainer.data_provider = batches(buffers, cfg.batch_tokens, cfg.seed, start, on_batch)
+    trained = trainer.fit()
+    for hook, sae in trained.items():
+        _fold(sae, scales[hook]["s_in"], scales[hook]["s_out"])
     return trained, (None if resume is None else int(resume.name))
+
+
+def _training_windows(windows: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    """The ``n_tokens`` training tokens: a seeded sample of whole windows from the whole corpus."""
+    used = cfg.ctx - cfg.skip_first
+    need = -(-cfg.n_tokens // used)
+    if need > len(windows):
+        raise ValueError(
+            f"n_tokens {cfg.n_tokens}: the corpus has {len(windows) * used} training tokens at "
+            f"ctx {cfg.ctx} ({len(windows)} windows); ask for at most that many"
+        )
+    order = torch.randperm(len(windows), generator=torch.Generator().manual_seed(cfg.seed))
+    return windows[order[:need]]
+
+
+def _fit(handle, basis, site, layers, cfg: TrainConfig, train_windows, partial: Path, on_batch,
+         progress):  # fmt: skip
+    """Steps 3-5 for every layer group; trained groups are saved to ``partial/final`` as they
+    finish, so an interrupted run redoes only the group it was in."""
+    windows = _training_windows(train_windows, cfg)
+    final = partial / "final"
+    resumed_from = None
+    for i, group in enumerate(_layer_groups(handle, basis, site, layers, cfg)):
+        marker = partial / f"group-{i}.done"
+        if marker.exists():
+            continue
+        gpartial = partial / f"group-{i}"
+        trained, resumed = _fit_group(
+            handle, basis, site, group, cfg, windows, gpartial, on_batch, progress
+        )
+        resumed_from = resumed_from if resumed is None else resumed
+        for hook, sae in trained.items():
+            shutil.rmtree(final / hook, ignore_errors=True)
+            if basis == "transcoder":
+                save_transcoder(sae, final / hook)
+            else:
+                sae.save_inference_model(final / hook)
+        marker.write_text("complete\n")
+        shutil.rmtree(gpartial, ignore_errors=True)
+    return resumed_from
 
 
 def train_local(
@@ -211,12 +283,9 @@ def train_local(
         log.warning("trained SAEs in %s are corrupt (%s); training again", final, problem)
         shutil.rmtree(final)
     if not (final / DONE).exists():
-        trained, resumed_from = _fit(
-            handle, site, layers, cfg, train_windows, partial, on_batch, progress
+        resumed_from = _fit(
+            handle, cfg.basis, site, layers, cfg, train_windows, partial, on_batch, progress
         )
-        shutil.rmtree(final, ignore_errors=True)
-        for hook, sae in trained.items():
-            sae.save_inference_model(final / hook)
         (final / "training.json").write_text(
             json.dumps({"seconds": time.perf_counter() - start, "resumed_from": resumed_from})
         )
@@ -225,10 +294,12 @@ def train_local(
     training = json.loads((final / "training.json").read_text())
     log.info("measuring quality on %d held-out windows", len(held_out))
     qstart = time.perf_counter()
-    saes = load_dir(handle.sites, "sae", site, final)
+    saes = load_dir(handle.sites, cfg.basis, site, final)
+    read_site = READ_SITE.get(cfg.basis, site)
     quality = measure_quality(
-        handle, site, site, saes, held_out, cfg.eval_tokens, cfg.ce_tokens, cfg.skip_first, progress
-    )
+        handle, site, read_site, saes, held_out, cfg.eval_tokens, cfg.ce_tokens, cfg.skip_first,
+        progress,
+    )  # fmt: skip
     quality["corpus"] = {"name": corpus.name, "sha256": corpus.sha256}
     quality["training"] = {
         **training,
@@ -263,16 +334,21 @@ def default_corpus() -> Corpus:
     return wikipedia_corpus()
 
 
-def local_dictionary_dir(handle, site: str, options: dict[str, int]) -> Path:
+def local_dictionary_dir(
+    handle, basis: str, site: str, name: str = "", options: dict[str, int] | None = None
+) -> Path:
     """The finished local entry for every layer of ``site`` of ``handle``'s model (a
-    :class:`~bench.models.ModelHandle`), trained now if missing."""
-    cfg = replace(DEFAULT_CONFIG, **options)
-    names = {"width": "local:width", "k": "local:k"}  # as the dictionary string spells them
+    :class:`~bench.models.ModelHandle`), trained now if missing: the default config, the named
+    config ``name`` (:data:`bench.training.config.PRESETS`), changed by ``options``."""
+    from bench.bases.dictionary import LOCAL_OPTIONS
+
+    cfg = replace(DEFAULT_CONFIG, basis=basis, **(preset(name) if name else {}), **(options or {}))
+    names = {f: f"local:{k}" for k, f in LOCAL_OPTIONS.items()}  # as the dictionary spells them
     check_config(cfg, names, max_ctx=max_positions(handle.model))
     layers = list(range(handle.sites.n_layers))
     corpus = default_corpus()
     entry, _ = entry_dirs(handle.model, site, layers, cfg, corpus)
     if finished_entry(entry):
         return entry
-    log.warning("no local %s SAEs for %s yet: training them now (once)", site, handle.name)
+    log.warning("no local %s %ss for %s yet: training them now (once)", site, basis, handle.name)
     return train_local(handle, site, layers, cfg, corpus)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -281,6 +282,9 @@ def test_report_draws_the_ladder_and_its_section(tmp_path):
     assert "- sva_simple: ratio 2.00 at CE rec. 0.550 → 1.10 at 0.720 → 0.50 at 0.860" in section
     assert "| sva_simple | local:w2048-t65k | 2,048 | 65,536 | 0.550 |" in section
     assert "[csv](tables/ladder.csv)" in index[index.index("## Contents") :]
+    links = set(re.findall(r"\]\(([^)]+)\)", index))
+    names = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    assert links == names - {"index.md"}  # every file linked, every link a file
 
 
 def test_report_without_a_ladder_has_no_ladder_files_or_section(tmp_path):

@@ -5,7 +5,9 @@ Steps (``python -m reports RESULTS... --out DIR [--paper]``, or :func:`build_rep
 1. :mod:`reports.load` reads SweepResult JSON files and pytest-benchmark records;
 2. :mod:`reports.figures` draws per-task curves and the cross-task summary,
    :mod:`reports.paper` the ``--paper`` figures, all styled by :mod:`reports.style`;
-3. :mod:`reports.tables` writes the score tables (Markdown, LaTeX, CSV);
+3. :mod:`reports.tables` writes the score tables (Markdown, LaTeX, CSV); where the results
+   hold a ladder of dictionaries, :mod:`reports.ladder` draws and tabulates the k@0.8 ratio
+   against dictionary quality;
 4. :mod:`reports.build` renders into a temporary directory, moves the files into DIR and writes
    ``index.md`` (:mod:`reports.index`) with provenance.
 

@@ -6,8 +6,10 @@ Steps:
    :class:`ReportError` before anything is written;
 2. render into a fresh temporary directory beside ``out_dir``:
    ``figures/curves_<task>.{png,pdf}`` (per task), ``figures/summary_k08.{png,pdf}``,
-   ``tables/scores.{md,tex,csv}``, ``tables/k_ratios.{md,tex,csv}``, with ``--paper`` also
-   ``paper/sva_bases.*`` and ``paper/methods_neurons.*``, and last ``index.md``;
+   ``tables/scores.{md,tex,csv}``, ``tables/k_ratios.{md,tex,csv}``; when the results hold a
+   ladder of dictionaries (:mod:`reports.ladder`) ``figures/ladder.{png,pdf}`` and
+   ``tables/ladder.{md,tex,csv}``; with ``--paper`` also ``paper/sva_bases.*`` and
+   ``paper/methods_neurons.*``; and last ``index.md``;
 3. move each rendered file into ``out_dir`` (replacing files of the same name, leaving other
    files alone); on any error the temporary directory is removed and ``out_dir`` is untouched.
 
@@ -27,9 +29,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench.cache import pid_alive
-from reports import figures, paper, tables
+from reports import figures, ladder, paper, tables
 from reports.cells import by_task, file_stem, k_ratios, task_title
-from reports.index import RATIO_FOOTNOTE, Contents, FigureEntry, TableEntry, index_markdown
+from reports.index import (
+    RATIO_FOOTNOTE,
+    Contents,
+    FigureEntry,
+    LadderSection,
+    TableEntry,
+    index_markdown,
+)
 from reports.load import Inputs, ReportError, load_inputs
 
 log = logging.getLogger(__name__)
@@ -88,6 +97,9 @@ def render(inputs: Inputs, root: Path, *, paper_preset: bool = False) -> list[Pa
             )
         )
 
+    if ladders := ladder.find_ladders(results):
+        written += _render_ladder(ladders, root, contents)
+
     if paper_preset:
         contents.paper = []
         for pf in paper.paper_figures(results):
@@ -103,6 +115,31 @@ def render(inputs: Inputs, root: Path, *, paper_preset: bool = False) -> list[Pa
     index.write_text(index_markdown(contents), encoding="utf-8", newline="\n")
     written.append(index)
     return [p.relative_to(root) for p in written]
+
+
+def _render_ladder(ladders: list[ladder.Ladder], root: Path, contents: Contents) -> list[Path]:
+    """The verdict against dictionary quality: figure, table and readings (a ladder exists)."""
+    figure_stem, table_stem = "figures/ladder", "tables/ladder"
+    written = figures.save_figure(ladder.plot_ladders(ladders), root / figure_stem)
+    numeric = ladder.ladder_frame(ladders)
+    display, n_text = ladder.ladder_display(numeric)
+    written += tables.write_tables(numeric, display, n_text, root / table_stem)
+    caption = (
+        "The k@0.8 ratio dictionary / neurons@mlp_acts [95% CI] of each dictionary of a ladder "
+        "against its CE-loss recovered (mean over layers); log scale; one colour per task, one "
+        "marker shape per width, the marker's fill by training tokens (open: fewest)."
+    )
+    footnote = RATIO_FOOTNOTE if (numeric["ratio_source"] == "propagated").any() else ""
+    markdown = tables.to_markdown(display, n_text)
+    contents.ladder = LadderSection(
+        FigureEntry("k@0.8 ratio against dictionary quality", figure_stem, caption),
+        TableEntry(
+            "Ladder: quality and k@0.8 ratio per dictionary", table_stem, markdown, footnote
+        ),
+        ladder.readings(ladders),
+    )
+    log.info("ladder: %d group(s), %d result(s)", len(ladders), len(numeric))
+    return written
 
 
 def install(staging: Path, out_dir: Path, files: Sequence[Path]) -> None:

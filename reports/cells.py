@@ -3,7 +3,9 @@
 Steps:
 
 1. :func:`basis_label` / :func:`cell_label` name a cell ("neurons@mlp_acts relp",
-   "sae@mlp_out(local) relp"), adding the protocol or error mode only when not the default;
+   "sae@mlp_out(local, 2048 lat., 131k tok) relp": a dictionary's width and training tokens
+   from its recorded quality, when known), adding the protocol or error mode only when not the
+   default;
 2. :func:`sort_results` orders cells canonically (model, task, basis, site, dictionary, method,
    ablation) so figures, legends and tables are deterministic;
 3. :func:`by_task` groups results per (model, task), one figure each;
@@ -38,12 +40,48 @@ def short_dictionary(dictionary: str | None) -> str | None:
     return dictionary
 
 
+def _count(x: Any) -> int | None:
+    """A positive whole number as recorded (an int, or a float with no fraction), else None."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return None
+    if isinstance(x, float) and not x.is_integer():
+        return None
+    return int(x) if x > 0 else None
+
+
+def fmt_tokens(n: int) -> str:
+    """A token count to 3 significant figures: 65536 -> "65.5k", 131072 -> "131k", 2e6 -> "2M"."""
+    rounded = float(f"{n:.3g}")
+    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if rounded >= div:
+            return f"{rounded / div:.3g}{suffix}"
+    return f"{rounded:.0f}"
+
+
+def dictionary_size(quality: dict[str, Any] | None) -> tuple[int | None, int | None]:
+    """(width, training tokens) from a result's ``dictionary_quality``; None where not recorded
+    (releases and paths carry a width but no training tokens)."""
+    q = quality if isinstance(quality, dict) else {}
+    training = q.get("training")
+    tokens = training.get("tokens") if isinstance(training, dict) else None
+    return _count(q.get("width")), _count(tokens)
+
+
+def dictionary_size_text(quality: dict[str, Any] | None) -> str:
+    """ "2048 lat., 131k tok", "2048 lat." or "" (nothing recorded)."""
+    width, tokens = dictionary_size(quality)
+    parts = [f"{width} lat."] if width is not None else []
+    parts += [f"{fmt_tokens(tokens)} tok"] if tokens is not None else []
+    return ", ".join(parts)
+
+
 def basis_label(r: SweepResult) -> str:
-    """basis@site, plus (dictionary) for SAEs and transcoders."""
+    """basis@site, plus (dictionary, width, training tokens) for SAEs and transcoders."""
     label = f"{r.basis}@{r.site}"
     short = short_dictionary(r.dictionary)
     if short:
-        label += f"({short})"
+        size = dictionary_size_text(r.dictionary_quality)
+        label += f"({short}, {size})" if size else f"({short})"
     return label
 
 
@@ -112,7 +150,7 @@ class KRatio:
 
     model: str
     task: str
-    cell: str  # basis label of the dictionary cell, e.g. "sae@mlp_out(local)"
+    cell: str  # basis label of the dictionary cell, e.g. "sae@mlp_out(local, 2048 lat.)"
     basis: str
     site: str
     method: str

@@ -99,9 +99,11 @@ def add_legend(fig: Figure, axes: Sequence[Axes], ncol: int | None = None) -> No
         fig.legend(handles, labels, loc="outside lower center", ncol=ncol or legend_columns(fig))
 
 
-def legend_columns(fig: Figure, n_entries: int | None = None) -> int:
-    """About 1.7 in per legend column (a ~22-character label at 7.5 pt plus its handle)."""
-    fit = max(1, int(fig.get_figwidth() / 1.7))
+def legend_columns(fig: Figure, n_entries: int | None = None, labels: Sequence[str] = ()) -> int:
+    """Legend columns that fit the figure's width: at least 1.7 in per column (a ~22-character
+    label at 7.5 pt plus its handle), about 0.055 in more per character of the longest label."""
+    column = max(1.7, 0.055 * max(map(len, labels), default=0) + 0.5)
+    fit = max(1, int(fig.get_figwidth() / column))
     return fit if n_entries is None else max(1, min(fit, n_entries))
 
 
@@ -115,8 +117,9 @@ def plot_task_curves(results: Sequence[SweepResult], title: str) -> Figure:
     cells = sort_results(results)
     with style.figure_rc():
         w, h = style.figsize(2)
-        ncol = min(len(cells), 3)
-        fig = Figure(figsize=(w, h + legend_height(len(cells), ncol)), layout="constrained")
+        fig = Figure(figsize=(w, h), layout="constrained")
+        ncol = min(3, legend_columns(fig, len(cells), [cell_label(r) for r in cells]))
+        fig.set_figheight(h + legend_height(len(cells), ncol))
         ax_f, ax_c = fig.subplots(1, 2, sharex=True)
         for r in cells:
             kw = {
@@ -163,8 +166,9 @@ def plot_summary(
     with style.figure_rc():
         n_panels = 2 if ratios else 1
         w, h = style.figsize(n_panels)
-        ncol = min(len(series), 2 * n_panels)
-        fig = Figure(figsize=(w, h + legend_height(len(series), ncol)), layout="constrained")
+        fig = Figure(figsize=(w, h), layout="constrained")
+        ncol = min(2 * n_panels, legend_columns(fig, len(series), list(series)))
+        fig.set_figheight(h + legend_height(len(series), ncol))
         axes = fig.subplots(1, n_panels, squeeze=False)[0]
         ax_k = axes[0]
         width = 0.7 / max(1, len(series))
@@ -203,6 +207,15 @@ def plot_summary(
     return fig
 
 
+def setup_ratio_axis(ax: Axes) -> None:
+    """A log y axis for k@0.8 ratios, ticks at 1-2-5 written plainly ("0.5", "1", "2")."""
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.set_ylabel(RATIO_LABEL)
+
+
 def _plot_ratios(ax: Axes, ratios: Sequence[KRatio], xpos: dict[tuple[str, str], int]) -> None:
     labels = sorted({k.cell + (f" [{k.variant}]" if k.variant else "") for k in ratios})
     width = 0.7 / max(1, len(labels))
@@ -226,11 +239,7 @@ def _plot_ratios(ax: Axes, ratios: Sequence[KRatio], xpos: dict[tuple[str, str],
             label=f"_ratio {label}",
         )
     ax.axhline(1.0, color="0.3", linewidth=0.7, zorder=1, label="_parity")
-    ax.set_yscale("log")
-    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.yaxis.set_minor_formatter(NullFormatter())
-    ax.set_ylabel(RATIO_LABEL)
+    setup_ratio_axis(ax)
     ax.set_title("dictionary / neurons@mlp_acts")
     if any(k.propagated for k in ratios):
         ax.text(

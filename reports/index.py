@@ -5,7 +5,9 @@ Steps (:func:`index_markdown`):
 1. header: how many results from how many files; the verdict per task (:mod:`bench.verdict`:
    k@0.8 per basis, the paired dictionary / neurons ratio, neurons or SAE sparser); the
    consistency check, flagging every cell whose circuit of non-zero-score nodes has F < 0.9;
-   a contents list linking every file;
+   when the results hold a ladder of dictionaries, the verdict against dictionary quality
+   (:mod:`reports.ladder`: a reading per task, the figure and the table); a contents list
+   linking every file;
 2. provenance: models, per-task splits (n_train / n_test / seq_len), seeds, ablations, git
    commit(s), library versions (each version seen, with how many results carry it);
 3. figures: per task (PNG shown inline, PDF linked), the summary, and the paper figures when
@@ -44,12 +46,22 @@ class TableEntry:
 
 
 @dataclass
+class LadderSection:
+    """The verdict against dictionary quality (:mod:`reports.ladder`)."""
+
+    figure: FigureEntry
+    table: TableEntry
+    readings: list[str]  # one line per ladder and task
+
+
+@dataclass
 class Contents:
     inputs: Inputs
     task_figures: list[FigureEntry] = field(default_factory=list)
     summary: FigureEntry | None = None
     paper: list[FigureEntry] | None = None  # None: --paper not asked for
     tables: list[TableEntry] = field(default_factory=list)
+    ladder: LadderSection | None = None  # None: no ladder of dictionaries in the results
     notes: list[str] = field(default_factory=list)
 
 
@@ -148,6 +160,23 @@ def _consistency(results: Sequence[SweepResult]) -> list[str]:
     return [*lines, ""] if low else lines
 
 
+def _table(t: TableEntry) -> list[str]:
+    lines = [t.markdown.rstrip("\n"), ""]
+    if t.footnote:
+        lines += [t.footnote, ""]
+    return [*lines, f"[md]({t.stem}.md) · [tex]({t.stem}.tex) · [csv]({t.stem}.csv)", ""]
+
+
+def _ladder(section: LadderSection | None) -> list[str]:
+    if section is None:
+        return []
+    f = section.figure
+    lines = ["## Verdict against dictionary quality", "", f.caption, ""]
+    lines += [*(f"- {line}" for line in section.readings), ""]
+    lines += [f"![{f.title}]({f.stem}.png)", "", f"[PNG]({f.stem}.png) · [PDF]({f.stem}.pdf)", ""]
+    return [*lines, f"### {section.table.title}", "", *_table(section.table)]
+
+
 def _figure(entry: FigureEntry, level: str = "###") -> list[str]:
     lines = [f"{level} {entry.title}", ""]
     if entry.stem is None:
@@ -174,6 +203,7 @@ def index_markdown(c: Contents) -> str:
         "",
         *_verdict(results),
         *_consistency(results),
+        *_ladder(c.ladder),
         "## Contents",
         "",
     ]
@@ -182,6 +212,12 @@ def index_markdown(c: Contents) -> str:
     if c.summary is not None and c.summary.stem is not None:
         s = c.summary.stem
         lines.append(f"- {c.summary.title}: [PNG]({s}.png) · [PDF]({s}.pdf)")
+    if c.ladder is not None:
+        s, t = c.ladder.figure.stem, c.ladder.table
+        lines.append(f"- {c.ladder.figure.title}: [PNG]({s}.png) · [PDF]({s}.pdf)")
+        lines.append(
+            f"- table: {t.title}: [md]({t.stem}.md) · [tex]({t.stem}.tex) · [csv]({t.stem}.csv)"
+        )
     for e in c.paper or []:
         if e.stem is not None:
             lines.append(f"- paper: {e.title}: [PNG]({e.stem}.png) · [PDF]({e.stem}.pdf)")
@@ -200,10 +236,7 @@ def index_markdown(c: Contents) -> str:
             lines += _figure(e)
     lines += ["## Tables", ""]
     for t in c.tables:
-        lines += [f"### {t.title}", "", t.markdown.rstrip("\n"), ""]
-        if t.footnote:
-            lines += [t.footnote, ""]
-        lines += [f"[md]({t.stem}.md) · [tex]({t.stem}.tex) · [csv]({t.stem}.csv)", ""]
+        lines += [f"### {t.title}", "", *_table(t)]
     notes = list(c.inputs.notes) + list(c.notes)
     notes += [f"skipped `{p}`: {why}" for p, why in c.inputs.skipped]
     if notes:

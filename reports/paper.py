@@ -67,9 +67,10 @@ def _draw(
         return PaperFigure(name, caption, None, [*notes, note])
     with style.figure_rc():
         w, h = style.figsize(len(panels))
-        n_labels = len({line[0] for lines in panels.values() for line in lines})
+        labels = sorted({line[0] for lines in panels.values() for line in lines})
+        n_labels = len(labels)
         fig = Figure(figsize=(w, h), layout="constrained")
-        ncol = legend_columns(fig, n_labels)
+        ncol = legend_columns(fig, n_labels, labels)
         fig.set_figheight(h + legend_height(n_labels, ncol))
         axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
         for ax, (panel_title, lines) in zip(axes, panels.items(), strict=True):

@@ -5,7 +5,8 @@ Steps a plotting function takes from here:
 1. open :func:`figure_rc` (a ``matplotlib.rc_context``: 8-9 pt fonts, thin lines, no global state
    left behind) and size the figure with :func:`figsize` (3.4 in per panel, paper column width);
 2. colour each curve by its basis/site with :func:`basis_colour` (fixed across every figure),
-   or by method with :func:`method_colour` in figures that compare methods on one basis;
+   or by method with :func:`method_colour` in figures that compare methods on one basis, or
+   by rank with :func:`category_colour` (with :data:`MARKERS` and :data:`FILLS`) elsewhere;
 3. give each curve its method's line style with :func:`method_linestyle`;
 4. draw the reference line (F = 0.8) with :data:`THRESHOLD_STYLE`, bands with :data:`BAND_ALPHA`.
 
@@ -46,6 +47,22 @@ BASIS_COLOURS: dict[str, str] = {
     "transcoder": "#E69F00",  # orange (any site)
 }
 FALLBACK_COLOURS: tuple[str, ...] = ("#F0E442", "#882255", "#117733", "#332288", "#999933")
+
+# -- categorical colours (Okabe-Ito, yellow last) and marker shapes for series that are not
+# bases (the ladder figure: one colour per task, one marker per dictionary width)
+CATEGORICAL_COLOURS: tuple[str, ...] = (
+    "#0072B2",
+    "#D55E00",
+    "#009E73",
+    "#CC79A7",
+    "#E69F00",
+    "#56B4E9",
+    "#000000",
+    "#F0E442",
+)
+MARKERS: tuple[str, ...] = ("o", "s", "^", "D", "v", "P", "X", "*")
+# marker fill by rank (fewest training tokens first): open, half, full, then the other halves
+FILLS: tuple[str, ...] = ("none", "bottom", "full", "left", "top", "right")
 
 METHOD_COLOURS: dict[str, str] = {
     "relp": "#0072B2",
@@ -121,6 +138,11 @@ def basis_colour(basis: str, site: str) -> str:
     if basis in BASIS_COLOURS:
         return BASIS_COLOURS[basis]
     return _stable_pick(key, FALLBACK_COLOURS)
+
+
+def category_colour(i: int) -> str:
+    """The i-th categorical colour (cycling)."""
+    return CATEGORICAL_COLOURS[i % len(CATEGORICAL_COLOURS)]
 
 
 def method_colour(method: str) -> str:

@@ -64,7 +64,9 @@ def check_golden(text: str, name: str) -> None:
 def test_reads_result_files_and_benchmark_record_once_each(inputs):
     labels = sorted(f"{r.task}: {cell_label(r)}" for r in inputs.sweep_results)
     assert len(labels) == 12 == len(set(labels))  # ioi relp neurons is in two files: read once
-    assert "ioi: sae@mlp_out(local) relp" in labels  # only inside the pytest-benchmark record
+    assert (
+        "ioi: sae@mlp_out(local, 4608 lat.) relp" in labels
+    )  # only inside the pytest-benchmark record
     assert len(inputs.files) == 11
     assert not inputs.skipped and not inputs.notes
     sources = [lr.source for lr in inputs.results if "bench_run.json" in lr.source]

@@ -42,8 +42,8 @@ def test_task_figure_has_one_line_per_cell_in_both_panels(results):
         "neurons@mlp_acts atp",
         "neurons@mlp_acts random",
         "neurons@mlp_out relp",
-        "sae@mlp_out(local) relp",
-        "sae@mlp_out(local) atp",
+        "sae@mlp_out(local, 4608 lat.) relp",
+        "sae@mlp_out(local, 4608 lat.) atp",
     ]
     assert [cell_label(r) for r in rs] == expected
     assert legend_texts(fig) == expected
@@ -68,7 +68,9 @@ def test_colours_follow_basis_and_line_styles_follow_method(results):
     acts = style.basis_colour("neurons", "mlp_acts")
     assert lines["neurons@mlp_acts relp"].get_color() == acts
     assert lines["neurons@mlp_acts random"].get_color() == acts
-    assert lines["sae@mlp_out(local) relp"].get_color() == style.basis_colour("sae", "mlp_out")
+    assert lines["sae@mlp_out(local, 4608 lat.) relp"].get_color() == style.basis_colour(
+        "sae", "mlp_out"
+    )
     assert lines["neurons@mlp_acts relp"].get_linestyle() == "-"
     assert lines["neurons@mlp_acts atp"].get_linestyle() == "--"
     assert lines["neurons@mlp_acts random"].get_linestyle() == ":"
@@ -97,7 +99,11 @@ def test_summary_figure_has_k_panel_and_ratio_panel(results):
     assert ax_k.get_yscale() == "log" and ax_r.get_yscale() == "log"
     assert ax_k.get_ylabel() == K_LABEL and ax_r.get_ylabel() == RATIO_LABEL
     assert [t.get_text() for t in ax_k.get_xticklabels()] == ["ioi", "sva_simple"]
-    assert legend_texts(fig) == ["neurons@mlp_acts", "neurons@mlp_out", "sae@mlp_out(local)"]
+    assert legend_texts(fig) == [
+        "neurons@mlp_acts",
+        "neurons@mlp_out",
+        "sae@mlp_out(local, 4608 lat.)",
+    ]
     assert len(ax_k.containers) == 3  # one errorbar series per basis
     assert len(ax_r.containers) == 2  # one ratio per task
 
@@ -111,7 +117,7 @@ def test_paper_sva_figure_one_panel_per_sva_task(results):
     assert pf.figure is not None and pf.notes == []
     (ax,) = pf.figure.axes  # ioi is not an SVA task
     assert ax.get_title() == "sva_simple"
-    labels = ["neurons@mlp_acts", "neurons@mlp_out", "sae@mlp_out(local)"]
+    labels = ["neurons@mlp_acts", "neurons@mlp_out", "sae@mlp_out(local, 4608 lat.)"]
     assert [ln.get_label() for ln in data_lines(ax)] == labels
     assert ax.get_xscale() == "log" and ax.get_xlabel() == X_LABEL
     assert legend_texts(pf.figure) == labels

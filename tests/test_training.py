@@ -92,7 +92,8 @@ def test_training_runs_end_to_end_and_resumes_after_an_interruption(tmp_path, mo
     assert quality["l0"] == pytest.approx(4.0)  # TopK: exactly k latents per token
     for key in ("fvu", "ce_loss_recovered", "dead_fraction"):
         assert len(quality["per_layer"][key]) == 2
-    assert quality["training"]["tokens"] == 4096 and quality["training"]["resumed_from"] is None
+    assert quality["training"]["tokens"] == 1024 and quality["training"]["samples"] == 4096
+    assert quality["training"]["resumed_from"] is None
 
     monkeypatch.setenv("SPARSEBENCH_CACHE", str(tmp_path / "b"))
     stop_at = STEPS_AT_SECOND_CHECKPOINT + 3

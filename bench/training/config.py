@@ -157,7 +157,7 @@ def short_tokens(n: int) -> str:
 # The quality ladder (reports: "the verdict against dictionary quality"): 3 token budgets x 2
 # widths of local SAEs, all at the default k; `pytest bench --benchmark-only --ladder` sweeps them.
 LADDER_TOKENS = (16_384, 49_152, 131_072)
-LADDER_WIDTHS = (1024, 4096)
+LADDER_WIDTHS = (1024, 2048)
 LADDER = tuple(
     register_preset(f"w{w}-t{short_tokens(t)}", width=w, n_tokens=t)
     for w in LADDER_WIDTHS

@@ -303,7 +303,9 @@ def train_local(
     quality["corpus"] = {"name": corpus.name, "sha256": corpus.sha256}
     quality["training"] = {
         **training,
-        "tokens": cfg.n_steps * cfg.batch_tokens,
+        "tokens": cfg.n_tokens,  # distinct training tokens
+        "epochs": cfg.epochs,
+        "samples": cfg.n_steps * cfg.batch_tokens,  # tokens seen, all epochs
         "steps": cfg.n_steps,
         "quality_seconds": time.perf_counter() - qstart,
         "quality_threads": torch.get_num_threads(),  # training: 1 per thread, 2 threads

@@ -136,6 +136,41 @@ def atomic_path(target: Path, kind: str | None = None) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def cache_lock(target: Path, what: str = "") -> Iterator[None]:
+    """Hold an exclusive cross-process lock on ``target`` (a cache entry) for the body.
+
+    Builders of an entry (a local SAE, a dequantized model, a fetched GGUF) take it, then look
+    for the entry again: whoever comes second waits, finds it finished and builds nothing. The
+    lock is ``fcntl.flock`` on ``.<name>.lock`` beside the entry (POSIX; the file is kept,
+    removing it would let a third process lock a different file). The kernel drops it when
+    its holder exits, so a killed builder never blocks the next one. ``what`` names the entry
+    in the log line written while waiting."""
+    import fcntl
+
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    path = target.parent / f".{target.name}.lock"
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "?"
+            log.warning(
+                "waiting for process %s, which is building %s", holder, what or str(target)
+            )
+            fcntl.flock(f, fcntl.LOCK_EX)
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write ``data`` as JSON to the file ``path`` (atomic). A path naming a directory (an
     existing one, or a string ending in '/') and non-finite numbers are refused first."""

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from bench.cache import atomic_path, files_sha256
+from bench.cache import atomic_path, cache_lock, files_sha256
 from bench.training.activations import activation_batches
 from bench.training.config import (
     CLI_NAMES,
@@ -274,5 +274,8 @@ def local_dictionary_dir(handle, site: str, options: dict[str, int]) -> Path:
     entry, _ = entry_dirs(handle.model, site, layers, cfg, corpus)
     if finished_entry(entry):
         return entry
-    log.warning("no local %s SAEs for %s yet: training them now (once)", site, handle.name)
-    return train_local(handle, site, layers, cfg, corpus)
+    with cache_lock(entry, f"local {site} SAEs for {handle.name}"):  # one process trains
+        if finished_entry(entry):  # another process trained them while this one waited
+            return entry
+        log.warning("no local %s SAEs for %s yet: training them now (once)", site, handle.name)
+        return train_local(handle, site, layers, cfg, corpus)

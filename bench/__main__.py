@@ -142,8 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     sw.add_argument("--batch-size", type=int, default=32)
     sw.add_argument("--ig-steps", type=int, default=10)
     sw.add_argument("--n-bootstrap", type=int, default=1000)
-    sw.add_argument("--device", default="cpu")
-    sw.add_argument("--dtype", default="float32")
+    sw.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    sw.add_argument(
+        "--dtype", default=None,
+        help="float32, bfloat16, float16 or auto (default: bfloat16 on CUDA, float32 on CPU)",
+    )  # fmt: skip
     sw.add_argument("--out", required=True, help="where to write the SweepResult JSON")
     sw.add_argument("--quiet", action="store_true", help="no progress bars")
     cp = sub.add_parser("compare", help="check saved results against reference results")

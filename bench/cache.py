@@ -157,9 +157,7 @@ def cache_lock(target: Path, what: str = "") -> Iterator[None]:
         except BlockingIOError:
             f.seek(0)
             holder = f.read().strip() or "?"
-            log.warning(
-                "waiting for process %s, which is building %s", holder, what or str(target)
-            )
+            log.warning("waiting for process %s, which is building %s", holder, what or str(target))
             fcntl.flock(f, fcntl.LOCK_EX)
         f.seek(0)
         f.truncate()

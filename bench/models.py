@@ -309,9 +309,7 @@ def default_dtype(device: str | torch.device = "cpu") -> torch.dtype:
     return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
 
 
-def _as_dtype(
-    dtype: torch.dtype | str | None, device: str | torch.device = "cpu"
-) -> torch.dtype:
+def _as_dtype(dtype: torch.dtype | str | None, device: str | torch.device = "cpu") -> torch.dtype:
     if dtype is None:
         return default_dtype(device)
     check_dtype(dtype)  # floating point only: names the valid dtypes

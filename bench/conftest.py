@@ -193,7 +193,9 @@ def _gathered(config) -> tuple[list, list, list, list[str]]:
 
     written = sorted((i, p) for w in _WORKERS.values() for i, p in w["results"])
     results = [SweepResult.from_json(Path(p)) for _, p in written]
-    updated = [Path(p) for w in _WORKERS.values() for p in w["updated"]]
+    order = {Path(p).name: i for i, p in written}  # a reference is named as its result
+    updated = sorted((Path(p) for w in _WORKERS.values() for p in w["updated"]),
+                     key=lambda p: order.get(p.name, len(order)))  # fmt: skip
     ref_dir = config.getoption("--reference")
     checks = []
     if ref_dir and not config.getoption("--update-reference"):

@@ -158,9 +158,11 @@ def _run(ray, cells, results_dir: Path, dtype, device, cpus_per_task) -> RayRun:
         name = pending.pop(done[0])
         try:
             dicts = ray.get(done[0])
-        except ray.exceptions.RayError as err:
-            log.error("group %s failed: %s", name, err)
-            run.failures.append((name, str(err)))
+        except ray.exceptions.RayError as err:  # the task's own exception, when it raised
+            cause = getattr(err, "cause", None) or err
+            message = f"{type(cause).__name__}: {cause}"
+            log.error("group %s failed (none of its results written): %s", name, message)
+            run.failures.append((name, message))
             continue
         for data in dicts:
             result = SweepResult.from_dict(data, origin=f"Ray task {name}")

@@ -11,6 +11,11 @@ Every cache entry is verified when read: model files against the sha256 in their
 attribution entries (:func:`save_checked` / :func:`load_checked`) against a sha256 of their
 content stored inside them, SAE entries against the file hashes in their manifest. A corrupt
 entry raises :class:`CorruptEntryError`; its reader logs a warning and rebuilds it.
+
+Processes share the cache (pytest-xdist workers, Ray tasks on one machine). A rename is atomic,
+so a reader sees a whole entry or none, and two writers of one entry each rename a complete
+one. An entry that is costly to build (a GGUF fetch, a model conversion, local SAEs) is built
+under :func:`cache_lock`, so a second process waits for the first instead of building it too.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Command line: ``python -m bench sweep ...`` runs one cell and writes its SweepResult;
 ``python -m bench compare RESULTS... --reference baselines/`` checks saved results against the
-committed references (exit 1 when a cell moved).
+committed references (exit 1 when a cell moved); ``python -m bench ray [suite options]`` runs
+the suite's cells as Ray tasks (:mod:`bench.distributed`) into one results directory.
 
 Example::
 
@@ -13,6 +14,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+
+from bench.suite import SUITE_OPTIONS
 
 
 def _sweep(args: argparse.Namespace) -> int:
@@ -107,6 +110,36 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ray(args: argparse.Namespace) -> int:
+    from bench import reference
+    from bench.distributed import run_on_ray
+    from bench.suite import ArgsOptions, parse_cells
+    from bench.verdict import verdict_text
+
+    cells = parse_cells(ArgsOptions(args))  # as `pytest bench` would, before Ray starts
+    run = run_on_ray(
+        cells, args.results_dir, args.dtype, args.device, args.address, args.num_cpus,
+        args.cpus_per_task, args.object_store_mb,
+    )  # fmt: skip
+    print(f"{len(run.paths)} of {len(cells)} cells written under {args.results_dir}")
+    if run.results:
+        print("\n== sparsebench verdict: is the neuron basis as sparse as SAEs?")
+        print(verdict_text(run.results))
+    moved = []
+    if args.reference and args.update_reference:
+        for result in run.results:
+            print(f"updated {reference.update(args.reference, result)}")
+    elif args.reference:
+        checks = [c for r in run.results for c in reference.check_against(args.reference, r)]
+        moved = [c for c in checks if not c.ok]
+        print("\n== sparsebench reference check")
+        print(reference.table(checks))
+        print(f"\n{len(moved)} of {len(checks)} checks moved" if moved else "\nall held")
+    for name, err in run.failures:
+        print(f"error: group {name} failed: {err}", file=sys.stderr)
+    return 1 if run.failures or moved else 0
+
+
 def _json_files(arg: str):
     from pathlib import Path
 
@@ -142,14 +175,30 @@ def main(argv: list[str] | None = None) -> int:
     sw.add_argument("--batch-size", type=int, default=32)
     sw.add_argument("--ig-steps", type=int, default=10)
     sw.add_argument("--n-bootstrap", type=int, default=1000)
-    sw.add_argument("--device", default="cpu")
-    sw.add_argument("--dtype", default="float32")
+    sw.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    sw.add_argument(
+        "--dtype", default=None,
+        help="float32, bfloat16, float16 or auto (default: bfloat16 on CUDA, float32 on CPU)",
+    )  # fmt: skip
     sw.add_argument("--out", required=True, help="where to write the SweepResult JSON")
     sw.add_argument("--quiet", action="store_true", help="no progress bars")
     cp = sub.add_parser("compare", help="check saved results against reference results")
     cp.add_argument("results", nargs="+", help="SweepResult JSON files or directories")
     cp.add_argument("--reference", default="baselines", help="reference directory")
     cp.add_argument("--update", action="store_true", help="write the results as references")
+    ry = sub.add_parser(
+        "ray", help="the suite's cells as Ray tasks (one per joint group) into one results dir"
+    )
+    for flag, kwargs in SUITE_OPTIONS:
+        if flag != "--devices":  # Ray hands each task its own GPU
+            ry.add_argument(flag, **kwargs)
+    ry.add_argument("--address", default=None, help="a Ray cluster (default: start a local one)")
+    ry.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local instance "
+                    "(default: this machine's cores)")  # fmt: skip
+    ry.add_argument("--cpus-per-task", type=int, default=1, help="CPUs (torch threads) per "
+                    "task; with --device cuda each task also asks for one GPU")  # fmt: skip
+    ry.add_argument("--object-store-mb", type=int, default=256, help="local instance's store")
+    ry.add_argument("--quiet", action="store_true", help="warnings only")
     co = sub.add_parser("correlate", help="correlate relp/atp scores with exact patching")
     co.add_argument("--model", default="smollm2-135m")
     co.add_argument("--task", default="sva_simple")
@@ -163,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet = getattr(args, "quiet", True)
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s")
     try:
-        commands = {"sweep": _sweep, "compare": _compare, "correlate": _correlate}
+        commands = {"sweep": _sweep, "compare": _compare, "correlate": _correlate, "ray": _ray}
         return commands[args.command](args)
     except (ValueError, RuntimeError, OSError, FloatingPointError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -260,7 +260,7 @@ def exact_scores(
                 fn = _single_node_patch(basis, layer, u, clean[layer], cf[layer], pos, is_err)
                 with torch.no_grad(), intervene(handle.sites, replace={(basis.site, layer): fn}):
                     patched = metric(handle, args[0].repeat(g, 1), args[1], args[2])
-                total[chunk] += (base.repeat(g) - patched).view(g, -1).sum(1).double()
+                total[chunk] += (base.repeat(g) - patched).view(g, -1).sum(1).double().cpu()
                 bar.update(g)
     bar.close()
     return (total / n).float()

@@ -11,6 +11,11 @@ Every cache entry is verified when read: model files against the sha256 in their
 attribution entries (:func:`save_checked` / :func:`load_checked`) against a sha256 of their
 content stored inside them, SAE entries against the file hashes in their manifest. A corrupt
 entry raises :class:`CorruptEntryError`; its reader logs a warning and rebuilds it.
+
+Processes share the cache (pytest-xdist workers, Ray tasks on one machine). A rename is atomic,
+so a reader sees a whole entry or none, and two writers of one entry each rename a complete
+one. An entry that is costly to build (a GGUF fetch, a model conversion, local SAEs) is built
+under :func:`cache_lock`, so a second process waits for the first instead of building it too.
 """
 
 from __future__ import annotations
@@ -134,6 +139,39 @@ def atomic_path(target: Path, kind: str | None = None) -> Iterator[Path]:
         os.replace(tmp_target, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def cache_lock(target: Path, what: str = "") -> Iterator[None]:
+    """Hold an exclusive cross-process lock on ``target`` (a cache entry) for the body.
+
+    Builders of an entry (a local SAE, a dequantized model, a fetched GGUF) take it, then look
+    for the entry again: whoever comes second waits, finds it finished and builds nothing. The
+    lock is ``fcntl.flock`` on ``.<name>.lock`` beside the entry (POSIX; the file is kept,
+    removing it would let a third process lock a different file). The kernel drops it when
+    its holder exits, so a killed builder never blocks the next one. ``what`` names the entry
+    in the log line written while waiting."""
+    import fcntl
+
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    path = target.parent / f".{target.name}.lock"
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "?"
+            log.warning("waiting for process %s, which is building %s", holder, what or str(target))
+            fcntl.flock(f, fcntl.LOCK_EX)
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

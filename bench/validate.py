@@ -360,7 +360,8 @@ def check_sweep_args(args: Any) -> None:
 
     names = ("n_train", "n_test", "seed", "batch_size", "ig_steps", "n_bootstrap")
     check_numbers({n: getattr(args, n) for n in names}, CLI)
-    check_dtype(args.dtype, "dtype", CLI)
+    if args.dtype is not None:  # None: the device's default (bench.models.default_dtype)
+        check_dtype(args.dtype, "dtype", CLI)
     check_device(args.device, "device", CLI)
     check_method(args.method)  # the ablation protocol and error mode: in run.prepare
     if args.basis not in BASIS_NAMES:

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from bench.cache import atomic_path, files_sha256
+from bench.cache import atomic_path, cache_lock, files_sha256
 from bench.training.activations import batches, collect, mean_and_scale
 from bench.training.config import (
     CLI_NAMES,
@@ -352,5 +352,10 @@ def local_dictionary_dir(
     entry, _ = entry_dirs(handle.model, site, layers, cfg, corpus)
     if finished_entry(entry):
         return entry
-    log.warning("no local %s %ss for %s yet: training them now (once)", site, basis, handle.name)
-    return train_local(handle, site, layers, cfg, corpus)
+    with cache_lock(entry, f"local {site} {basis}s for {handle.name}"):  # one process trains
+        if finished_entry(entry):  # another process trained them while this one waited
+            return entry
+        log.warning(
+            "no local %s %ss for %s yet: training them now (once)", site, basis, handle.name
+        )
+        return train_local(handle, site, layers, cfg, corpus)

@@ -160,7 +160,8 @@ def test_local_transcoders_train_and_replace_the_mlp(tmp_path, cache):
     entry = training.local_dictionary_dir(h, "transcoder", "mlp_out")
     assert entry.name.startswith("transcoder-mlp_out-w64-k4")
     saved = SAE.load_from_disk(next(entry.glob("*/cfg.json")).parent)
-    assert type(saved) is TopKTranscoder and saved.cfg.metadata.hook_name.endswith("ln2.hook_normalized")
+    assert type(saved) is TopKTranscoder
+    assert saved.cfg.metadata.hook_name.endswith("ln2.hook_normalized")
     res = run_sweep(h, dataset(), basis="transcoder", site="mlp_out", dictionary="local",
                     method="atp", n_bootstrap=50, bare_torch_timings=False)  # fmt: skip
     assert abs(res.faithfulness[-1] - 1) <= 1e-5 and abs(res.completeness[-1]) <= 1e-5

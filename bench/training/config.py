@@ -32,8 +32,8 @@ class TrainConfig:
     basis: str = "sae"  # "sae" (reads and writes the site) | "transcoder" (mlp_in -> mlp_out)
     width: int = 2048  # latents per layer
     k: int = 64  # TopK
-    n_tokens: int = 131_072  # distinct training tokens, collected once (activations.collect)
-    epochs: int = 1  # passes over them
+    n_tokens: int = 65_536  # distinct training tokens, collected once (activations.collect)
+    epochs: int = 2  # passes over them (steps, not distinct tokens, limit quality here: below)
     ctx: int = 65  # tokens per window
     skip_first: int = 1  # leading positions left out of training and quality (see below)
     batch_tokens: int = 1024  # SAE batch
@@ -156,7 +156,7 @@ def short_tokens(n: int) -> str:
 
 # The quality ladder (reports: "the verdict against dictionary quality"): 3 token budgets x 2
 # widths of local SAEs, all at the default k; `pytest bench --benchmark-only --ladder` sweeps them.
-LADDER_TOKENS = (16_384, 49_152, 131_072)
+LADDER_TOKENS = (16_384, 32_768, 65_536)  # the top rung at width 2048 is the default
 LADDER_WIDTHS = (1024, 2048)
 LADDER = tuple(
     register_preset(f"w{w}-t{short_tokens(t)}", width=w, n_tokens=t)

@@ -89,6 +89,17 @@ def _unknown(what: str, bad: list[str], valid) -> BadInputError:
     return BadInputError(f"unknown {what} {', '.join(bad)}; valid: {', '.join(valid)}")
 
 
+def _check_local(dictionary: str | None) -> None:
+    """A local dictionary's options and config name, before anything runs."""
+    if dictionary and (dictionary == "local" or dictionary.startswith("local:")):
+        from bench.bases.dictionary import parse_dictionary
+        from bench.training.config import preset
+
+        spec = parse_dictionary(dictionary)
+        if spec.target:
+            preset(spec.target)
+
+
 def parse_cells(config) -> list[Cell]:
     """Expand the options (anything with ``getoption("--flag")``: a pytest config, or
     :class:`ArgsOptions`) into cells; a bad value raises :class:`BadInputError` naming the
@@ -126,6 +137,7 @@ def parse_cells(config) -> list[Cell]:
     for spec in bases:
         try:
             parsed.append(Cell.parse_basis(spec))
+            _check_local(parsed[-1]["dictionary"])
         except ValueError as err:
             raise BadInputError(str(err)) from None
     if opt("--update-reference") and not opt("--reference"):

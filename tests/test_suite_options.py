@@ -31,6 +31,20 @@ def test_default_cells_cover_every_task_basis_and_method():
     assert any("ioi-sae@mlp_out:local-atp" in c for c in cells)
 
 
+def test_ladder_cells_are_the_sva_tasks_and_ioi_against_six_local_saes():
+    from bench.training.config import LADDER
+
+    proc = _collect("--ladder")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    cells = [line for line in proc.stdout.splitlines() if "test_cell[" in line]
+    assert len(LADDER) == 6 and len(cells) == 5 * (1 + 6)
+    assert all(c.endswith("-relp]") for c in cells)
+    assert {c.split("[")[1].split("-")[0] for c in cells} == {
+        "sva_simple", "sva_within_rc", "sva_across_pp", "sva_across_rc", "ioi"}  # fmt: skip
+    for name in LADDER:
+        assert any(f"ioi-sae@mlp_out:local:{name}-relp" in c for c in cells)
+
+
 @pytest.mark.parametrize(
     "args,message",
     [
@@ -41,6 +55,9 @@ def test_default_cells_cover_every_task_basis_and_method():
         (("--ablation", "resample"), "unknown ablation resample; valid: patch, mean, zero, marks"),
         (("--update-reference",), "--update-reference needs --reference"),
         (("--dtype", "fp8"), "unknown dtype fp8; valid: auto, float32, bfloat16"),
+        (("--bases", "sae@mlp_out:local:w1024-t16"), "did you mean w1024-t16k"),
+        (("--bases", "sae@mlp_out:local:width=x"), "bad local dictionary option 'width=x'"),
+        (("--quick", "--ladder"), "--quick and --ladder select different cells"),
     ],
 )
 def test_bad_options_fail_fast_with_valid_choices(args, message):

@@ -28,8 +28,8 @@ from bench.training import train as training
 from bench.training.corpus import Corpus
 
 training.DEFAULT_CONFIG = training.TrainConfig(
-    width=64, k=4, n_tokens=2048, ctx=9, batch_tokens=128, windows_per_forward=8,
-    forwards_per_chunk=2, n_checkpoints=0, forward_dtype="float32", autocast=False,
+    width=64, k=4, n_tokens=1024, epochs=2, ctx=9, batch_tokens=128, windows_per_forward=8,
+    n_checkpoints=0, forward_dtype="float32", autocast=False,
     eval_tokens=256, ce_tokens=128, dead_tokens=1024,
 )
 training.default_corpus = lambda: Corpus("tiny", tuple(corpus() * 5))

@@ -285,7 +285,8 @@ class Suite:
             from bench.bases import make_basis
 
             handle = self.handle(cell.model)
-            note = " (a local dictionary trains on first use)" if cell.dictionary == "local" else ""
+            local = cell.dictionary and cell.dictionary.split(":")[0] == "local"
+            note = " (a local dictionary trains on first use)" if local else ""
             shown = self.shown(f"building basis {cell.label}{note}") if cell.dictionary else None
             with shown or contextlib.nullcontext():
                 self.bases[key] = make_basis(handle, cell.basis, cell.site, cell.dictionary)

@@ -123,6 +123,43 @@ def test_training_runs_end_to_end_and_resumes_after_an_interruption(tmp_path, mo
             torch.testing.assert_close(a[hook][name], b[hook][name], atol=1e-5, rtol=1e-4)
 
 
+def test_an_unreadable_checkpoint_trains_from_the_start_without_collecting_again(
+    tmp_path, monkeypatch
+):
+    from bench.training import activations
+
+    h = tiny_handle("llama")
+    monkeypatch.setenv("SPARSEBENCH_CACHE", str(tmp_path / "a"))
+    whole = training.train_local(h, "mlp_out", None, TINY, tiny_corpus())
+    monkeypatch.setenv("SPARSEBENCH_CACHE", str(tmp_path / "b"))
+
+    def crash(batch: int) -> None:
+        if batch == STEPS_AT_SECOND_CHECKPOINT + 3:
+            raise KeyboardInterrupt("simulated interruption")
+
+    with pytest.raises(KeyboardInterrupt):
+        training.train_local(h, "mlp_out", None, TINY, tiny_corpus(), on_batch=crash)
+    _, partial = training.entry_dirs(h.model, "mlp_out", [0, 1], TINY, tiny_corpus())
+    (checkpoint,) = (partial / "group-0" / "checkpoints").iterdir()
+    for f in checkpoint.rglob("*.safetensors"):
+        f.write_bytes(b"not a checkpoint")
+    collected = []
+
+    def counted(*args, **kwargs):
+        collected.append(1)
+        return activations.collect(*args, **kwargs)
+
+    monkeypatch.setattr(training, "collect", counted)
+    entry = training.train_local(h, "mlp_out", None, TINY, tiny_corpus())
+    assert collected == [1]  # the activations are collected once, not again for the restart
+    assert json.loads((entry / "quality.json").read_text())["training"]["resumed_from"] is None
+    a, b = _weights(whole), _weights(entry)
+    assert a.keys() == b.keys() and a
+    for hook in a:
+        for name in a[hook]:
+            torch.testing.assert_close(a[hook][name], b[hook][name], atol=1e-5, rtol=1e-4)
+
+
 def test_local_dictionary_trains_on_first_use_and_is_reused(tmp_path, cache, monkeypatch):
     h = tiny_handle("llama")
     h.model.save_pretrained(tmp_path / "model")

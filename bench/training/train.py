@@ -83,7 +83,8 @@ def _new_dictionary(handle, site: str, layer: int, cfg: TrainConfig, basis: str)
     meta = _metadata(handle, site, layer, cfg, basis)
     d_in = handle.sites.width(READ_SITE.get(basis, site))
     if basis == "transcoder":
-        return new_transcoder(d_in, handle.sites.width(site), cfg.width, cfg.k, "cpu", meta)
+        d_out, device = handle.sites.width(site), str(handle.device)
+        return new_transcoder(d_in, d_out, cfg.width, cfg.k, device, meta)
     sae_cfg = TopKTrainingSAEConfig(
         d_in=d_in, d_sae=cfg.width, k=cfg.k, dtype="float32", device=str(handle.device),
         normalize_activations="none", metadata=meta,
@@ -153,29 +154,18 @@ def _fold(module, s_in: float, s_out: float) -> None:
     module.b_dec.div_(s_out)
 
 
-def _fit_group(handle, basis, site, group, cfg, windows, partial: Path, on_batch, progress):
-    """Steps 4-5 for one group of layers: collect, train (resuming from the last complete
-    checkpoint), fold; ``({hook: trained module}, resumed-from samples or None)``."""
+def _fit_group(handle, fwd_model, basis, site, group, cfg, windows, partial: Path, on_batch,
+               progress):  # fmt: skip
+    """Steps 4-5 for one group of layers: collect (one forward per token, on ``fwd_model``),
+    train (resuming from the last complete checkpoint), fold; ``({hook: trained module},
+    resumed-from samples or None)``."""
     from sae_lens.training.multi_sae_trainer import MultiSAETrainer
 
-    fwd_model = handle.model
-    dtype = getattr(torch, cfg.forward_dtype)
-    if dtype != handle.dtype:
-        fwd_model = copy.deepcopy(handle.model).to(dtype)
     buffers = collect(
         fwd_model, READ_SITE.get(basis, site), site, group, windows, cfg.skip_first,
         cfg.windows_per_forward, progress,
     )  # fmt: skip
-    del fwd_model
     scales = _scale(buffers)
-    saes = {}
-    for layer in group:  # seeded per layer: the same weights whichever group a layer is in
-        torch.manual_seed(cfg.seed * 1_000_003 + layer)
-        saes[handle.sites.hook_name(site, layer)] = _new_dictionary(handle, site, layer, cfg, basis)
-    for hook, sae in saes.items():
-        with torch.no_grad():
-            sae.b_dec.copy_(scales[hook]["mean"])  # start at the (scaled) mean output
-    resume = _latest_checkpoint(partial)
 
     def mark_done(checkpoint_path: Path | None) -> None:
         if checkpoint_path is None:
@@ -185,11 +175,22 @@ def _fit_group(handle, basis, site, group, cfg, windows, partial: Path, on_batch
             if old != checkpoint_path:
                 shutil.rmtree(old, ignore_errors=True)
 
-    trainer = MultiSAETrainer(
-        _trainer_config(handle, cfg, partial), saes, {h: h for h in saes}, iter(()),
-        save_checkpoint_fn=mark_done,
-    )  # fmt: skip
-    start = 0
+    def new_trainer():
+        saes = {}
+        for layer in group:  # seeded per layer: the same weights whichever group a layer is in
+            torch.manual_seed(cfg.seed * 1_000_003 + layer)
+            sae = _new_dictionary(handle, site, layer, cfg, basis)
+            hook = handle.sites.hook_name(site, layer)
+            with torch.no_grad():
+                sae.b_dec.copy_(scales[hook]["mean"])  # start at the (scaled) mean output
+            saes[hook] = sae
+        return MultiSAETrainer(
+            _trainer_config(handle, cfg, partial), saes, {h: h for h in saes}, iter(()),
+            save_checkpoint_fn=mark_done,
+        )  # fmt: skip
+
+    trainer, start = new_trainer(), 0
+    resume = _latest_checkpoint(partial)
     if resume is not None:
         log.info("resuming local dictionary training from %s", resume)
         try:
@@ -197,7 +198,8 @@ def _fit_group(handle, basis, site, group, cfg, windows, partial: Path, on_batch
         except Exception as err:  # a damaged checkpoint: start over rather than fail every run
             log.warning("checkpoint %s is unreadable (%s); training from the start", resume, err)
             shutil.rmtree(partial / "checkpoints", ignore_errors=True)
-            return _fit_group(handle, basis, site, group, cfg, windows, partial, on_batch, progress)
+            trainer, resume = new_trainer(), None  # the collected activations are kept
+    if resume is not None:
         start = trainer.n_training_samples // cfg.batch_tokens
         for t in (trainer, *trainer.trainers.values()):
             t.checkpoint_thresholds = [
@@ -230,13 +232,16 @@ def _fit(handle, basis, site, layers, cfg: TrainConfig, train_windows, partial: 
     windows = _training_windows(train_windows, cfg)
     final = partial / "final"
     resumed_from = None
+    fwd_model = handle.model  # the forwards' model: one bf16 copy (by default) for every group
+    if getattr(torch, cfg.forward_dtype) != handle.dtype:
+        fwd_model = copy.deepcopy(handle.model).to(getattr(torch, cfg.forward_dtype))
     for i, group in enumerate(_layer_groups(handle, basis, site, layers, cfg)):
         marker = partial / f"group-{i}.done"
         if marker.exists():
             continue
         gpartial = partial / f"group-{i}"
         trained, resumed = _fit_group(
-            handle, basis, site, group, cfg, windows, gpartial, on_batch, progress
+            handle, fwd_model, basis, site, group, cfg, windows, gpartial, on_batch, progress
         )
         resumed_from = resumed_from if resumed is None else resumed
         for hook, sae in trained.items():

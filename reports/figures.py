@@ -112,6 +112,21 @@ def legend_height(n_entries: int, ncol: int) -> float:
     return 0.18 * -(-n_entries // max(1, ncol)) + 0.1
 
 
+def series_colours(keys: Sequence[tuple[str, str, str]]) -> dict[str, str]:
+    """``{label: colour}`` for (basis, site, label) series: the basis's colour, in shades when
+    one basis@site appears with several dictionaries (labels) in a figure."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for basis, site, label in keys:
+        labels = groups.setdefault((basis, site), [])
+        if label not in labels:
+            labels.append(label)
+    out = {}
+    for (basis, site), labels in groups.items():
+        for i, label in enumerate(sorted(labels)):
+            out[label] = style.shade(style.basis_colour(basis, site), i, len(labels))
+    return out
+
+
 def plot_task_curves(results: Sequence[SweepResult], title: str) -> Figure:
     """Faithfulness and completeness against k for one task, one line per cell."""
     cells = sort_results(results)
@@ -121,9 +136,10 @@ def plot_task_curves(results: Sequence[SweepResult], title: str) -> Figure:
         ncol = min(3, legend_columns(fig, len(cells), [cell_label(r) for r in cells]))
         fig.set_figheight(h + legend_height(len(cells), ncol))
         ax_f, ax_c = fig.subplots(1, 2, sharex=True)
+        colours = series_colours([(r.basis, r.site, basis_label(r)) for r in cells])
         for r in cells:
             kw = {
-                "colour": style.basis_colour(r.basis, r.site),
+                "colour": colours[basis_label(r)],
                 "linestyle": style.method_linestyle(r.method),
                 "label": cell_label(r),
             }
@@ -172,6 +188,7 @@ def plot_summary(
         axes = fig.subplots(1, n_panels, squeeze=False)[0]
         ax_k = axes[0]
         width = 0.7 / max(1, len(series))
+        colours = series_colours([(r.basis, r.site, basis_label(r)) for r in cells])
         for j, (label, rs) in enumerate(series.items()):
             off = (j - (len(series) - 1) / 2) * width
             xs, ys, errs = [], [], []
@@ -190,7 +207,7 @@ def plot_summary(
                 ms=4,
                 capsize=2,
                 elinewidth=0.9,
-                color=style.basis_colour(first.basis, first.site),
+                color=colours[basis_label(first)],
                 label=label,
             )
         ax_k.set_yscale("log")
@@ -219,11 +236,12 @@ def setup_ratio_axis(ax: Axes) -> None:
 def _plot_ratios(ax: Axes, ratios: Sequence[KRatio], xpos: dict[tuple[str, str], int]) -> None:
     labels = sorted({k.cell + (f" [{k.variant}]" if k.variant else "") for k in ratios})
     width = 0.7 / max(1, len(labels))
+    colours = series_colours([(k.basis, k.site, k.cell) for k in ratios])
     for k in ratios:
         label = k.cell + (f" [{k.variant}]" if k.variant else "")
         j = labels.index(label)
         x = xpos[(k.model, k.task)] + (j - (len(labels) - 1) / 2) * width
-        colour = style.basis_colour(k.basis, k.site)
+        colour = colours[k.cell]
         point = float(k.ratio)  # type: ignore[arg-type]
         err = _yerr(point, k.lo, k.hi, point)
         ax.errorbar(

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import matplotlib
+import numpy as np
 
 # -- canonical orders (unknown names sort after these, alphabetically)
 BASIS_ORDER: tuple[str, ...] = ("neurons", "sae", "transcoder")
@@ -138,6 +139,22 @@ def basis_colour(basis: str, site: str) -> str:
     if basis in BASIS_COLOURS:
         return BASIS_COLOURS[basis]
     return _stable_pick(key, FALLBACK_COLOURS)
+
+
+def shade(colour: str, i: int, n: int) -> str:
+    """The ``i``-th of ``n`` shades of ``colour``, dark to light (``n`` <= 1: ``colour`` itself):
+    several dictionaries of one basis in a figure (e.g. the quality ladder) stay that basis's
+    colour and are told apart."""
+    if n <= 1:
+        return colour
+    from matplotlib.colors import to_hex, to_rgb
+
+    t = i / (n - 1)  # 0: darkest, 1: lightest
+    rgb = np.array(to_rgb(colour))
+    target, amount = (
+        (np.zeros(3), 0.45 * (1 - 2 * t)) if t < 0.5 else (np.ones(3), 0.55 * (2 * t - 1))
+    )
+    return to_hex(rgb + (target - rgb) * amount)
 
 
 def category_colour(i: int) -> str:

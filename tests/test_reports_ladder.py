@@ -120,6 +120,28 @@ def test_task_figure_legend_names_each_dictionary_size():
     assert legend_columns(fig, 4, ["neurons@mlp_acts relp"] * 4) == 4
 
 
+def test_several_dictionaries_of_one_basis_get_distinct_shades_of_its_colour():
+    from matplotlib.colors import to_hex
+
+    from reports import style
+    from reports.figures import plot_summary
+
+    sae_colour = to_hex(style.basis_colour("sae", "mlp_out"))
+    fig = plot_task_curves([neurons("ioi"), *(sae("ioi", n) for n in DICTIONARIES)], "ioi")
+    colours = [to_hex(line.get_color()) for line in data_lines(fig.axes[0])]
+    assert colours[0] == to_hex(style.basis_colour("neurons", "mlp_acts"))
+    assert len(set(colours[1:])) == len(DICTIONARIES)  # told apart
+    assert sae_colour in colours[1:]  # the middle shade is the basis's own colour
+    one = plot_task_curves([neurons("ioi"), sae("ioi", next(iter(DICTIONARIES)))], "ioi")
+    assert to_hex(data_lines(one.axes[0])[1].get_color()) == sae_colour  # one: unchanged
+    from reports.cells import k_ratios
+
+    results = ladder_results()
+    summary = plot_summary(results, k_ratios(results), method="relp")
+    handles = summary.legends[0].legend_handles
+    assert len({to_hex(h.get_color()) for h in handles}) == 1 + len(DICTIONARIES)
+
+
 # -- the ladder
 
 

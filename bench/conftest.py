@@ -67,6 +67,11 @@ def pytest_addoption(parser):
     g = parser.getgroup("sparsebench")
     for flag, kwargs in SUITE_OPTIONS:
         g.addoption(flag, **kwargs)
+    g.addoption(
+        "--scaleout", type=int, default=None, metavar="N",
+        help="instead of the cells: run them serially, with -n N and as Ray tasks on N local "
+        "CPUs, and benchmark the three wall times (bench/scaleout.py)",
+    )  # fmt: skip
 
 
 def parse_cells(config) -> list[Cell]:
@@ -116,6 +121,7 @@ def pytest_configure(config):
     if not config.getoption("benchmark_json", default=None):
         config.option.benchmark_autosave = True
     role = _xdist(config)
+    _check_scaleout(config, role)
     if role is not None:
         _configure_xdist(config, role)
     try:
@@ -132,6 +138,27 @@ def pytest_configure(config):
     _SUITE.device = devices[index % len(devices)]
 
 
+def _check_scaleout(config, role: str | None) -> None:
+    workers = config.getoption("--scaleout", None)
+    if workers is None:
+        return
+    if workers < 2:
+        raise pytest.UsageError(
+            f"--scaleout {workers}: the number of workers (and Ray CPUs) to compare with the "
+            "serial run; valid: 2 or more"
+        )
+    if role is not None:
+        raise pytest.UsageError(
+            "--scaleout runs pytest-xdist itself (-n N inside); leave -n/--dist out"
+        )
+    for flag in ("--reference", "--update-reference"):
+        if config.getoption(flag):
+            raise pytest.UsageError(
+                f"--scaleout and {flag}: the scale-out runs compare with the serial run, not "
+                "with references; check a run's results with python -m bench compare"
+            )
+
+
 def pytest_generate_tests(metafunc):
     if "cell" in metafunc.fixturenames:
         cells = parse_cells(metafunc.config)
@@ -143,6 +170,12 @@ def pytest_generate_tests(metafunc):
 
 
 def pytest_collection_modifyitems(config, items):
+    # --scaleout: the scale-out runs instead of the cells; without it, the cells only
+    scaleout = config.getoption("--scaleout", None) is not None
+    dropped = [i for i in items if (i.originalname == "test_scaleout") != scaleout]
+    if dropped:
+        items[:] = [i for i in items if i not in dropped]
+        config.hook.pytest_deselected(items=dropped)
     if config.stash.get(_XDIST_ONLY, False):  # --benchmark-only, applied by the suite
         skip = pytest.mark.skip(reason="Skipping non-benchmark (--benchmark-only active).")
         for item in items:
@@ -235,6 +268,12 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         terminalreporter.section("sparsebench references updated")
         for path in updated:
             terminalreporter.write_line(str(path))
+    from bench import scaleout
+
+    if scaleout.RUNS:
+        terminalreporter.section("sparsebench scale-out: wall times as ratios to serial")
+        terminalreporter.write_line(scaleout.table(scaleout.RUNS))
+        terminalreporter.write_line(f"\nruns and summary.json: {Path(scaleout.RUNS[0].out).parent}")
     if notes:
         terminalreporter.section("sparsebench workers (pytest-xdist, --dist loadgroup)")
         for line in notes:

@@ -1,0 +1,85 @@
+"""The scale-out benchmark (opt-in: ``pytest bench --benchmark-only --scaleout N``): the cells
+the suite options select, run serially, with ``-n N`` and as Ray tasks on a local instance with
+N CPUs; each run one pytest-benchmark round (its wall time), its ratio to serial and how its
+results compare in ``extra_info``. Steps: :mod:`bench.scaleout`. Without ``--scaleout`` these
+cases are deselected; with it, the suite's own cells are (the runs below are the suite).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import platform
+import time
+
+import pytest
+
+from bench import scaleout
+from bench.cache import cache_root
+from bench.conftest import results_dir
+from bench.distributed import INSTALL_HINT
+from bench.suite import cpu_cores, parse_cells
+
+
+@pytest.fixture(scope="module")
+def plan(request, tmp_path_factory):
+    """The selection, the directory every run writes under, and the runs so far."""
+    config = request.config
+    cells = parse_cells(config)
+    scaleout.warm(cells, config.getoption("--dtype"), config.getoption("--device"))  # step 1
+    root = results_dir(config) / f"scaleout-{scaleout.now_stamp()}"
+    return {
+        "config": config,
+        "cells": cells,
+        "workers": config.getoption("--scaleout"),
+        "options": scaleout.passthrough(config),
+        "root": root,
+        "caches": tmp_path_factory.mktemp("scaleout-caches"),
+        "runs": scaleout.RUNS,
+    }
+
+
+@pytest.mark.parametrize("mode", scaleout.MODES)
+def test_scaleout(benchmark, mode, plan):
+    runs: list[scaleout.Run] = plan["runs"]
+    serial = next((r for r in runs if r.mode == "serial"), None)
+    if mode != "serial" and serial is None:
+        pytest.skip("the serial run did not complete; there is nothing to compare with")
+    if mode == "ray" and importlib.util.find_spec("ray") is None:
+        pytest.skip(f"Ray is not installed: {INSTALL_HINT}")
+    workers = 1 if mode == "serial" else plan["workers"]
+    out = plan["root"] / mode
+    cmd = scaleout.command(mode, workers, plan["options"], out)
+    cache = scaleout.seed_cache(cache_root(), plan["caches"] / mode)  # step 2
+    env = scaleout.environment(cache, plan["config"].rootpath)
+    wall = []
+
+    def timed():
+        start = time.perf_counter()
+        code = scaleout.execute(cmd, out, env, plan["config"].rootpath)
+        wall.append(time.perf_counter() - start)
+        return code
+
+    code = benchmark.pedantic(timed, rounds=1, iterations=1)  # step 3: one round, the whole run
+    if code != 0:
+        tail = (out / "log.txt").read_text()[-3000:]
+        pytest.fail(f"{mode} run exited {code}; its log: {out / 'log.txt'}\n{tail}", pytrace=False)
+    run = scaleout.Run(
+        mode=mode, workers=workers, wall_s=wall[0], cells=len(plan["cells"]),
+        command=" ".join(cmd[1:]), out=str(out),
+    )  # fmt: skip
+    if serial is not None:  # step 4
+        same = scaleout.compare(plan["root"] / "serial" / "results", out / "results")
+        run.ratio_to_serial = run.wall_s / serial.wall_s
+        run.identical, run.max_abs_delta_auc = same.identical, same.max_abs_delta_auc
+    runs.append(run)
+    benchmark.extra_info.update(
+        wall_s=run.wall_s, workers=workers, cells=run.cells, ratio_to_serial=run.ratio_to_serial,
+        identical_to_serial=run.identical, max_abs_delta_auc=run.max_abs_delta_auc,
+        results_dir=str(out / "results"),
+    )  # fmt: skip
+    scaleout.write_summary(  # step 5, rewritten after every run
+        plan["root"], runs,
+        {"cores": cpu_cores(), "machine": platform.machine(), "options": plan["options"]},
+    )  # fmt: skip
+    if serial is not None and not same.identical:
+        pytest.fail(f"{mode} results differ from the serial run's: {same.describe()}")

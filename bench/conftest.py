@@ -30,6 +30,9 @@ which ``python -m bench ray`` shares):
                        committed reference (see bench/reference.py); prints what moved
 ``--update-reference`` write this run's results as the new references into ``--reference``
 ``--results-dir DIR``  also write each cell's SweepResult JSON there (default .benchmarks/results)
+``--scaleout N``      instead of the cells, the scale-out benchmark (``bench/test_scaleout.py``):
+                       the selected cells run serially, with ``-n N`` and as Ray tasks on N local
+                       CPUs; three wall times, their ratios to serial, results compared
 
 Model loading, dataset building and SAE training happen outside the timed body; attributions
 and SAEs are cached on disk between runs (:mod:`bench.suite` has the steps of a cell).

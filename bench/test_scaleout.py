@@ -20,6 +20,16 @@ from bench.distributed import INSTALL_HINT
 from bench.suite import cpu_cores, parse_cells
 
 
+def _say(config, line: str) -> None:
+    """A line on the terminal while a run goes on (its output goes to its own log)."""
+    capman = config.pluginmanager.getplugin("capturemanager")
+    reporter = config.pluginmanager.getplugin("terminalreporter")
+    if capman is None or reporter is None:
+        return
+    with capman.global_and_fixture_disabled():
+        reporter.write_line(line)
+
+
 @pytest.fixture(scope="module")
 def plan(request, tmp_path_factory):
     """The selection, the directory every run writes under, and the runs so far."""
@@ -51,6 +61,9 @@ def test_scaleout(benchmark, mode, plan):
     cmd = scaleout.command(mode, workers, plan["options"], out)
     cache = scaleout.seed_cache(cache_root(), plan["caches"] / mode)  # step 2
     env = scaleout.environment(cache, plan["config"].rootpath)
+    many = f"{workers} workers" if workers > 1 else "1 process"
+    line = f"{mode} run of {len(plan['cells'])} cells ({many}); follow it in {out / 'log.txt'}"
+    _say(plan["config"], f"\nsparsebench: {line}")
     wall = []
 
     def timed():

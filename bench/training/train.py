@@ -265,11 +265,10 @@ def train_local(
     progress: bool = True,
     names: dict[str, str] | None = None,
 ) -> Path:
-    """Train (or find) local SAEs; the finished entry directory (module docstring).
-    ``names``: how the caller spells the config's fields in messages (:func:`check_config`)."""
-    from bench.bases.path import load_dir
-    from bench.training.quality import measure_quality
-
+    """Train (or find) local SAEs; the finished entry directory (module docstring). One
+    process trains an entry at a time (:func:`bench.cache.cache_lock`): a second caller waits,
+    then finds it. ``names``: how the caller spells the config's fields in messages
+    (:func:`check_config`)."""
     cfg = cfg or DEFAULT_CONFIG
     check_config(cfg, names, max_ctx=max_positions(handle.model))
     layers = sorted(layers) if layers is not None else list(range(handle.sites.n_layers))
@@ -280,6 +279,20 @@ def train_local(
     entry, partial = entry_dirs(handle.model, site, layers, cfg, corpus)
     if finished_entry(entry):
         return entry
+    with cache_lock(entry, f"local {site} {cfg.basis}s for {handle.name}"):  # one process trains
+        if finished_entry(entry):  # another process trained them while this one waited
+            return entry
+        log.warning(
+            "no local %s %ss for %s yet: training them now (once)", site, cfg.basis, handle.name
+        )
+        return _build(handle, site, layers, cfg, corpus, entry, partial, on_batch, progress)
+
+
+def _build(handle, site, layers, cfg, corpus, entry, partial, on_batch, progress) -> Path:
+    """:func:`train_local` under the entry's lock: train (or resume), measure, install."""
+    from bench.bases.path import load_dir
+    from bench.training.quality import measure_quality
+
     train_windows, held_out = corpus.windows(handle.tokenizer, cfg.ctx)
     final = partial / "final"
     start = time.perf_counter()
@@ -357,10 +370,4 @@ def local_dictionary_dir(
     entry, _ = entry_dirs(handle.model, site, layers, cfg, corpus)
     if finished_entry(entry):
         return entry
-    with cache_lock(entry, f"local {site} {basis}s for {handle.name}"):  # one process trains
-        if finished_entry(entry):  # another process trained them while this one waited
-            return entry
-        log.warning(
-            "no local %s %ss for %s yet: training them now (once)", site, basis, handle.name
-        )
-        return train_local(handle, site, layers, cfg, corpus)
+    return train_local(handle, site, layers, cfg, corpus)  # under the entry's lock

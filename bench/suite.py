@@ -235,6 +235,23 @@ def _untimed(fn: Callable[..., Any], setup: Callable[[], tuple]) -> Any:
     return fn(*args, **kwargs)
 
 
+@contextlib.contextmanager
+def showing(config, what: str):
+    """Let a long step (first model fetch, local SAE training, a scale-out run) show its
+    progress through pytest's output capture, under a line saying what it is (``config``:
+    pytest's; None, or outside pytest: a log line)."""
+    plugins = config.pluginmanager if config is not None else None
+    capman = plugins.getplugin("capturemanager") if plugins else None
+    reporter = plugins.getplugin("terminalreporter") if plugins else None
+    if capman is None or reporter is None:
+        log.info("sparsebench: %s", what)
+        yield
+        return
+    with capman.global_and_fixture_disabled():
+        reporter.write_line(f"\nsparsebench: {what}")
+        yield
+
+
 @dataclass
 class Suite:
     """One process's state: loaded models, datasets and bases, each group's joint attribution
@@ -255,20 +272,8 @@ class Suite:
     checks: list = field(default_factory=list)
     updated: list = field(default_factory=list)
 
-    @contextlib.contextmanager
     def shown(self, what: str):
-        """Let a long set-up step (first model fetch, local SAE training) show its progress
-        bars through pytest's output capture, under a line saying what it is."""
-        plugins = self.config.pluginmanager if self.config is not None else None
-        capman = plugins.getplugin("capturemanager") if plugins else None
-        reporter = plugins.getplugin("terminalreporter") if plugins else None
-        if capman is None or reporter is None:
-            log.info("sparsebench: %s", what)
-            yield
-            return
-        with capman.global_and_fixture_disabled():
-            reporter.write_line(f"\nsparsebench: {what}")
-            yield
+        return showing(self.config, what)
 
     def handle(self, model: str):
         if model not in self.handles:

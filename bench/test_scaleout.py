@@ -17,22 +17,12 @@ from bench import scaleout
 from bench.cache import cache_root
 from bench.conftest import results_dir
 from bench.distributed import INSTALL_HINT
-from bench.suite import cpu_cores, parse_cells
-
-
-def _say(config, line: str) -> None:
-    """A line on the terminal while a run goes on (its output goes to its own log)."""
-    capman = config.pluginmanager.getplugin("capturemanager")
-    reporter = config.pluginmanager.getplugin("terminalreporter")
-    if capman is None or reporter is None:
-        return
-    with capman.global_and_fixture_disabled():
-        reporter.write_line(line)
+from bench.suite import cpu_cores, parse_cells, showing
 
 
 @pytest.fixture(scope="module")
 def plan(request, tmp_path_factory):
-    """The selection, the directory every run writes under, and the runs so far."""
+    """The selection and the directory every run writes under."""
     config = request.config
     cells = parse_cells(config)
     scaleout.warm(cells, config.getoption("--dtype"), config.getoption("--device"))  # step 1
@@ -44,13 +34,12 @@ def plan(request, tmp_path_factory):
         "options": scaleout.passthrough(config),
         "root": root,
         "caches": tmp_path_factory.mktemp("scaleout-caches"),
-        "runs": scaleout.RUNS,
     }
 
 
 @pytest.mark.parametrize("mode", scaleout.MODES)
 def test_scaleout(benchmark, mode, plan):
-    runs: list[scaleout.Run] = plan["runs"]
+    runs = scaleout.RUNS  # this session's runs so far
     serial = next((r for r in runs if r.mode == "serial"), None)
     if mode != "serial" and serial is None:
         pytest.skip("the serial run did not complete; there is nothing to compare with")
@@ -63,7 +52,6 @@ def test_scaleout(benchmark, mode, plan):
     env = scaleout.environment(cache, plan["config"].rootpath)
     many = f"{workers} workers" if workers > 1 else "1 process"
     line = f"{mode} run of {len(plan['cells'])} cells ({many}); follow it in {out / 'log.txt'}"
-    _say(plan["config"], f"\nsparsebench: {line}")
     wall = []
 
     def timed():
@@ -72,7 +60,8 @@ def test_scaleout(benchmark, mode, plan):
         wall.append(time.perf_counter() - start)
         return code
 
-    code = benchmark.pedantic(timed, rounds=1, iterations=1)  # step 3: one round, the whole run
+    with showing(plan["config"], line):
+        code = benchmark.pedantic(timed, rounds=1, iterations=1)  # step 3: one round, whole run
     if code != 0:
         tail = (out / "log.txt").read_text()[-3000:]
         pytest.fail(f"{mode} run exited {code}; its log: {out / 'log.txt'}\n{tail}", pytrace=False)

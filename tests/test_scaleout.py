@@ -10,7 +10,6 @@ attribution and its paired k ratio would differ from the serial run's).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -20,6 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from bench.scaleout import results_without_timings
 from bench.validate import BadInputError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,16 +52,6 @@ def _suite(out: Path, dictionary: Path, *extra: str) -> subprocess.CompletedProc
     return proc
 
 
-def _results(directory: Path) -> dict[str, dict]:
-    """Every result file under ``directory`` without its timings (relative path -> JSON)."""
-    out = {}
-    for path in sorted(directory.rglob("*.json")):
-        data = json.loads(path.read_text())
-        data.pop("timings")
-        out[path.relative_to(directory).as_posix()] = data
-    return out
-
-
 def _section(text: str, title: str) -> str:
     """The lines of a terminal section (``=== title ===`` or ``== title``) up to the next one."""
     lines = text.splitlines()
@@ -84,7 +74,7 @@ def serial(tmp_path_factory):
     root = tmp_path_factory.mktemp("scaleout")
     dictionary = write_dictionary(root / "sae", load_model("tiny-llama"))
     proc = _suite(root / "serial", dictionary)
-    results = _results(root / "serial" / "results")
+    results = results_without_timings(root / "serial" / "results")
     assert len(results) == len(TASKS) * 3 * len(METHODS)
     dict_cells = [r for r in results.values() if r["basis"] == "sae" and r["method"] == "relp"]
     assert all(r["extra"]["k_ratio_vs_neurons"]["paired"] for r in dict_cells)
@@ -96,7 +86,9 @@ def test_two_xdist_workers_give_the_serial_results_verdict_and_reference_check(s
     out = root / "xdist"
     ref = ["--reference", str(root / "serial" / "results")]  # the serial run as references
     proc = _suite(out, dictionary, "-n", "2", "-v", *ref)
-    assert _results(out / "results") == expected  # curves bit-identical, every field but timings
+    assert (
+        results_without_timings(out / "results") == expected
+    )  # curves bit-identical, every field but timings
     # each joint group ran whole in one worker, and both workers ran groups
     workers: dict[tuple[str, str], set[str]] = {}
     for worker, cell in re.findall(r"\[(gw\d)\] .*PASSED \S+test_cell\[(\S+)\]", proc.stdout):
@@ -115,7 +107,7 @@ def test_two_xdist_workers_give_the_serial_results_verdict_and_reference_check(s
     assert not list((out / "history").rglob("*.json"))  # xdist: no benchmark records to keep
 
 
-def test_ray_with_a_local_instance_gives_the_serial_results(serial):
+def test_ray_with_a_local_instance_gives_the_serialresults_without_timings(serial):
     root, dictionary, serial_out, expected = serial
     out = root / "ray"
     cmd = [sys.executable, "-m", "bench", "ray", *_cells_args(dictionary), "--num-cpus", "2",
@@ -123,7 +115,7 @@ def test_ray_with_a_local_instance_gives_the_serial_results(serial):
            "--object-store-mb", "100", "--quiet"]  # fmt: skip
     proc = subprocess.run(cmd, cwd=REPO, env=_env(out / "cache"), capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    assert _results(out / "results") == expected
+    assert results_without_timings(out / "results") == expected
     assert f"{len(expected)} of {len(expected)} cells written" in proc.stdout
     assert _section(proc.stdout, VERDICT) == _section(serial_out, VERDICT)
     assert _section(proc.stdout, "sparsebench reference check").endswith("all held")

@@ -175,7 +175,7 @@ def test_local_dictionary_trains_on_first_use_and_is_reused(tmp_path, cache, mon
     def no_training(*args, **kwargs):
         raise AssertionError("trained again")
 
-    monkeypatch.setattr(training, "train_local", no_training)
+    monkeypatch.setattr(training, "_build", no_training)  # what trains, under the entry's lock
     again = make_dictionary_basis(saved, "sae", "mlp_out", "local")
     assert again.quality() == quality and again.describe()["source"].startswith("local:")
 

@@ -364,10 +364,4 @@ def local_dictionary_dir(
 
     cfg = replace(DEFAULT_CONFIG, basis=basis, **(preset(name) if name else {}), **(options or {}))
     names = {f: f"local:{k}" for k, f in LOCAL_OPTIONS.items()}  # as the dictionary spells them
-    check_config(cfg, names, max_ctx=max_positions(handle.model))
-    layers = list(range(handle.sites.n_layers))
-    corpus = default_corpus()
-    entry, _ = entry_dirs(handle.model, site, layers, cfg, corpus)
-    if finished_entry(entry):
-        return entry
-    return train_local(handle, site, layers, cfg, corpus)  # under the entry's lock
+    return train_local(handle, site, None, cfg, names=names)  # found, or trained under its lock

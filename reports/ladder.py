@@ -232,7 +232,9 @@ def _panel(ax: Axes, ld: Ladder, colour: dict[str, str], marker: Marker) -> None
     ax.axhline(1.0, color=GREY, lw=0.7, ls="--", zorder=1, label="_parity")
     setup_ratio_axis(ax)
     positive = [v for v in ends if v > 0]
-    ax.set_ylim(min(0.5, min(positive) / 1.25), max(2.0, max(positive) * 1.25))
+    lo, hi = min(0.5, min(positive)), max(2.0, max(positive))
+    pad = (hi / lo) ** (0.1 / 0.8)  # the outer 10% of the axis at each end: the two labels
+    ax.set_ylim(lo / pad, hi * pad)
     kw = {"transform": ax.transAxes, "ha": "right", "fontsize": 6.5, "color": GREY}
     ax.text(0.98, 0.98, "↑ neurons sparser", va="top", **kw)
     ax.text(0.98, 0.02, "↓ dictionary sparser", va="bottom", **kw)

@@ -156,6 +156,12 @@ def consistency_check(sm: SweepMetrics, n_nodes: int) -> dict[str, Any]:
     }
 
 
+def _bounds(band: np.ndarray) -> list[float | None]:
+    """A CI [2] as JSON: an undefined bound (no resample reached 0.8, or none was defined) is
+    None, never NaN."""
+    return [float(v) if np.isfinite(v) else None for v in band]
+
+
 def finish(
     prep: Prepared,
     ms: Measured,
@@ -178,6 +184,12 @@ def finish(
     validate.check_finite_curves(faith, comp, sm.m_full, sm.m_empty, ds.task)
     point = scores.scalars(sz, faith, ms.n_nodes)
     ci = scores.bootstrap_metrics(sz, sm, ms.n_nodes, st.n_bootstrap, c.seed)
+    if n_undefined := ci["undefined_resamples"]:
+        log.warning(
+            "%s: %d of %d bootstrap resamples have m(M) - m(empty) = 0 (F undefined; seen "
+            "with few test pairs in bfloat16); their CIs use the other %d",
+            ds.task, n_undefined, st.n_bootstrap, st.n_bootstrap - n_undefined,
+        )  # fmt: skip
     timings: dict[str, Any] = {"attribution_s": ms.attribution_s, "sweep_s": ms.sweep_s}
     n_batches = -(-len(ds.train) // st.batch_size)
     timings.update(
@@ -196,6 +208,8 @@ def finish(
         timings["sweep_ratio"] = ms.sweep_s / (sm.n_forwards * bare["plain_forward_s"])
     k08 = point["k_at_0_8"]
     extra: dict[str, Any] = {"dataset_dropped": dict(getattr(ds, "dropped", {})), **ms.extra}
+    if n_undefined:
+        extra["bootstrap_undefined_resamples"] = n_undefined
     if METHOD_REGISTRY[c.method].uses_ig_steps:
         extra["ig_steps"] = c.ig_steps
     if ratio_denominator is not None:
@@ -220,17 +234,17 @@ def finish(
         n_nodes=ms.n_nodes,
         sizes=[int(k) for k in ms.sizes],
         faithfulness=faith.tolist(),
-        faithfulness_ci=ci["faithfulness"].tolist(),
+        faithfulness_ci=[_bounds(b) for b in ci["faithfulness"]],
         completeness=comp.tolist(),
-        completeness_ci=ci["completeness"].tolist(),
+        completeness_ci=[_bounds(b) for b in ci["completeness"]],
         k_at_0_8=None if np.isnan(k08) else k08,
-        k_at_0_8_ci=[None if np.isnan(v) else float(v) for v in ci["k_at_0_8"]],
+        k_at_0_8_ci=_bounds(ci["k_at_0_8"]),
         auc=point["auc"],
-        auc_ci=ci["auc"].tolist(),
+        auc_ci=_bounds(ci["auc"]),
         cpr=point["cpr"],
-        cpr_ci=ci["cpr"].tolist(),
+        cpr_ci=_bounds(ci["cpr"]),
         cmd=point["cmd"],
-        cmd_ci=ci["cmd"].tolist(),
+        cmd_ci=_bounds(ci["cmd"]),
         m_full=float(sm.m_full.mean()),
         m_empty=float(sm.m_empty.mean()),
         seed=c.seed,

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -71,17 +72,56 @@ def scalars(sizes, f, n_nodes) -> dict[str, float]:
     }
 
 
-def _over_pairs(statistic, n: int, n_resamples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile 95% CI of ``statistic`` (vectorized over resampled pair indices [..., n])."""
-    res = stats.bootstrap(
-        (np.arange(n),),
-        statistic,
-        vectorized=True,
-        n_resamples=n_resamples,
-        method="percentile",
-        random_state=np.random.default_rng(seed),
-    )
-    return res.confidence_interval.low, res.confidence_interval.high
+def _over_pairs(
+    statistic, n: int, n_resamples: int, seed: int, defined=None
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Percentile 95% CI of ``statistic`` (vectorized over resampled pair indices [..., n]).
+
+    ``defined(idx) -> bool [...]``: whether a resample's statistic is defined at all (F is not
+    where its normalising difference m(M) − m(∅) is exactly 0, as small bfloat16 runs meet).
+    Undefined resamples are left out of the percentiles and counted (the third value); with
+    none, the CI is scipy's own, unchanged. A statistic that is NaN on a defined resample
+    (a k never reached) keeps its NaN, as before."""
+
+    def with_flag(idx: np.ndarray, axis: int = -1) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):  # undefined resamples: flagged
+            values = np.atleast_1d(statistic(idx, axis))  # [rows, ...] (or [...] for a scalar)
+        values = values if values.ndim == np.asarray(idx).ndim else values[None]
+        ok = np.ones(np.asarray(idx).shape[:-1]) if defined is None else defined(idx)
+        return np.concatenate([values, np.asarray(ok, dtype=float)[None]], 0)
+
+    with warnings.catch_warnings():  # NaN rows (k never reached, undefined F): handled here
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        res = stats.bootstrap(
+            (np.arange(n),),
+            with_flag,
+            vectorized=True,
+            n_resamples=n_resamples,
+            method="percentile",
+            random_state=np.random.default_rng(seed),
+        )
+    ok = res.bootstrap_distribution[-1] > 0  # [n_resamples]
+    n_undefined = int((~ok).sum())
+    if n_undefined == 0:
+        return res.confidence_interval.low[:-1], res.confidence_interval.high[:-1], 0
+    dist = res.bootstrap_distribution[:-1, ok]  # [rows, defined resamples]
+    if dist.shape[-1] == 0:
+        nan = np.full(dist.shape[0], np.nan)
+        return nan, nan, n_undefined
+    ci = stats.quantile(dist, np.array([0.025, 0.975]), axis=-1)  # [rows, 2]
+    return ci[..., 0], ci[..., 1], n_undefined
+
+
+def _normaliser_defined(m_full: np.ndarray, m_empty: np.ndarray):
+    """``defined`` for :func:`_over_pairs`: m(M) − m(∅) of the resample is finite and non-zero."""
+
+    def defined(idx: np.ndarray) -> np.ndarray:
+        idx = np.asarray(idx, dtype=int)
+        d = m_full[idx].mean(-1) - m_empty[idx].mean(-1)  # [...]
+        return np.isfinite(d) & (d != 0)
+
+    return defined
 
 
 def bootstrap(
@@ -94,7 +134,8 @@ def bootstrap(
     n_resamples: int = 1000,
     seed: int = 0,
 ) -> dict[str, np.ndarray]:
-    """95% percentile CIs: keys faithfulness, completeness ([sizes, 2]) and the scalars ([2])."""
+    """95% percentile CIs: keys faithfulness, completeness ([sizes, 2]) and the scalars ([2]),
+    and ``undefined_resamples``: resamples left out because their m(M) − m(∅) is 0."""
     n_sizes, n = m_faith.shape
     names = ("k_at_0_8", "auc", "cpr", "cmd")
 
@@ -113,9 +154,15 @@ def bootstrap(
 
     if n < 2:
         raise ValueError("bootstrap needs at least 2 test pairs")
-    lo, hi = _over_pairs(statistic, n, n_resamples, seed)
+    lo, hi, n_undefined = _over_pairs(
+        statistic, n, n_resamples, seed, _normaliser_defined(m_full, m_empty)
+    )
     band = np.stack([lo, hi], -1)  # [2*sizes+4, 2]
-    out = {"faithfulness": band[:n_sizes], "completeness": band[n_sizes : 2 * n_sizes]}
+    out: dict[str, Any] = {
+        "faithfulness": band[:n_sizes],
+        "completeness": band[n_sizes : 2 * n_sizes],
+        "undefined_resamples": n_undefined,
+    }
     for i, name in enumerate(names):
         out[name] = band[2 * n_sizes + i]
     return out
@@ -126,7 +173,7 @@ def paired_k_ratio(
     b: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     n_resamples: int = 1000,
     seed: int = 0,
-) -> dict[str, float | list[float | None] | None]:
+) -> dict[str, Any]:
     """k@0.8(a) / k@0.8(b) and its paired percentile 95% CI over test pairs.
 
     ``a`` and ``b`` hold per-pair metrics ([sizes, pairs] and [pairs]) of two cells evaluated
@@ -156,12 +203,19 @@ def paired_k_ratio(
     point = float(statistic(np.arange(n)))
     if not np.isfinite(point):
         return {"ratio": None, "ci": [None, None], "n_resamples": n_resamples}
-    ci = _over_pairs(statistic, n, n_resamples, seed)
-    return {
+    defined_a = _normaliser_defined(a[2], a[3])
+    defined_b = _normaliser_defined(b[2], b[3])
+    lo, hi, n_undefined = _over_pairs(
+        statistic, n, n_resamples, seed, lambda idx: defined_a(idx) & defined_b(idx)
+    )
+    out: dict[str, Any] = {
         "ratio": point,
-        "ci": [float(v) if np.isfinite(v) else None for v in ci],
+        "ci": [float(v[0]) if np.isfinite(v[0]) else None for v in (lo, hi)],
         "n_resamples": n_resamples,
     }
+    if n_undefined:
+        out["undefined_resamples"] = n_undefined
+    return out
 
 
 PER_DECADE = 4  # the shared grid: round(10 ** (i / 4)), i = 0, 1, 2, ...

@@ -10,6 +10,7 @@ attribution and its paired k ratio would differ from the serial run's).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import subprocess
@@ -21,6 +22,12 @@ import torch
 
 from bench.scaleout import results_without_timings
 from bench.validate import BadInputError
+
+# the Ray runs need the optional extra (pip install 'sparsebench[ray]'); without it they skip
+NEEDS_RAY = pytest.mark.skipif(
+    importlib.util.find_spec("ray") is None,
+    reason="needs the [ray] extra (pip install 'sparsebench[ray]')",
+)
 
 REPO = Path(__file__).resolve().parents[1]
 TASKS, METHODS = ("sva_simple", "addition"), ("relp", "random")
@@ -107,6 +114,7 @@ def test_two_xdist_workers_give_the_serial_results_verdict_and_reference_check(s
     assert not list((out / "history").rglob("*.json"))  # xdist: no benchmark records to keep
 
 
+@NEEDS_RAY
 def test_ray_with_a_local_instance_gives_the_serialresults_without_timings(serial):
     root, dictionary, serial_out, expected = serial
     out = root / "ray"

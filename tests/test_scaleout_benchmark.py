@@ -4,6 +4,7 @@ no attributions of another run, and the whole benchmark runs end to end on tiny 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -13,6 +14,12 @@ import pytest
 from test_scaleout import REPO, _env
 
 from bench import scaleout
+
+# the Ray runs need the optional extra (pip install 'sparsebench[ray]'); without it they skip
+NEEDS_RAY = pytest.mark.skipif(
+    importlib.util.find_spec("ray") is None,
+    reason="needs the [ray] extra (pip install 'sparsebench[ray]')",
+)
 
 TINY = ["--model", "tiny-llama", "--tasks", "sva_simple", "--methods", "relp,random", "--bases",
         "neurons@mlp_acts,neurons@mlp_out", "--n-train", "8", "--n-test", "4"]  # fmt: skip
@@ -95,6 +102,7 @@ def test_bad_scaleout_options_are_refused_before_anything_runs(args, message):
     assert proc.returncode != 0 and message in proc.stdout + proc.stderr
 
 
+@NEEDS_RAY
 def test_the_scaleout_benchmark_runs_the_three_ways_and_finds_them_identical(tmp_path):
     env = _env(tmp_path / "cache")
     history = f"file://{tmp_path / 'history'}"

@@ -1,8 +1,9 @@
-"""sparsebench harness: models, sites, bases, attribution, sweeps and results.
+"""sparsebench harness, one folder per stage: core → model → bases → training → sweep →
+attribution → pipeline → results → suite, cli (docs/METHOD.md, "Layout").
 
 Public surface (docs/METHOD.md): ``load_model``, ``run_sweep``, ``SweepResult``; plus the pieces
 they are built from (``intervene``, ``SiteTable``). Names load lazily, so reading results
-(``bench.result``) does not import torch or transformers.
+(``bench.results.result``) does not import torch or transformers.
 """
 
 from __future__ import annotations
@@ -11,16 +12,18 @@ import importlib
 from typing import TYPE_CHECKING
 
 _EXPORTS = {
-    "ARCHITECTURES": "bench.sites",
-    "SiteTable": "bench.sites",
-    "ModelHandle": "bench.models",
-    "load_model": "bench.models",
-    "intervene": "bench.interventions",
-    "SweepResult": "bench.result",
-    "run_sweep": "bench.run",
+    "ARCHITECTURES": "bench.model.sites",
+    "SiteTable": "bench.model.sites",
+    "ModelHandle": "bench.model.handle",
+    "load_model": "bench.model.load",
+    "Cell": "bench.cell",
+    "intervene": "bench.model.interventions",
+    "SweepResult": "bench.results.result",
+    "run_sweep": "bench.pipeline",
 }
 __all__ = [
     "ARCHITECTURES",
+    "Cell",
     "ModelHandle",
     "SiteTable",
     "SweepResult",
@@ -30,11 +33,13 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from bench.interventions import intervene
-    from bench.models import ModelHandle, load_model
-    from bench.result import SweepResult
-    from bench.run import run_sweep
-    from bench.sites import ARCHITECTURES, SiteTable
+    from bench.cell import Cell
+    from bench.model.handle import ModelHandle
+    from bench.model.interventions import intervene
+    from bench.model.load import load_model
+    from bench.model.sites import ARCHITECTURES, SiteTable
+    from bench.pipeline import run_sweep
+    from bench.results.result import SweepResult
 
 
 def __getattr__(name: str):

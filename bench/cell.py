@@ -8,7 +8,7 @@
 - :class:`RunSettings`: how it is run (batch size, bootstrap resamples, masks per forward),
   split off from what is measured; ``batch_size`` still keys attribution caches.
 
-Steps: (1) build a Cell from keywords or options; (2) ``bench.validate.check_cell`` range-checks
+Steps: (1) build a Cell from keywords or options; (2) ``bench.core.checks.check_cell`` range-checks
 its numbers with the settings; (3) ``Cell.record`` is the ``extra["cell"]`` of a SweepResult.
 """
 
@@ -58,7 +58,7 @@ class Cell:
     def parse_basis(spec: str) -> dict[str, Any]:
         """``basis@site[:dictionary]`` as Cell keywords; raises ValueError naming the spec."""
         from bench.bases import BASIS_NAMES
-        from bench.sites import SITE_NAMES
+        from bench.model.sites import SITE_NAMES
 
         basis, _, rest = spec.partition("@")
         site, _, dictionary = rest.partition(":")

@@ -1,7 +1,7 @@
 """The scale-out benchmark (opt-in: ``pytest bench --benchmark-only --scaleout N``): the cells
 the suite options select, run serially, with ``-n N`` and as Ray tasks on a local instance with
 N CPUs; each run one pytest-benchmark round (its wall time), its ratio to serial and how its
-results compare in ``extra_info``. Steps: :mod:`bench.scaleout`. Without ``--scaleout`` these
+results compare in ``extra_info``. Steps: :mod:`bench.suite.scaleout`. Without ``--scaleout`` these
 cases are deselected; with it, the suite's own cells are (the runs below are the suite).
 """
 
@@ -13,11 +13,12 @@ import time
 
 import pytest
 
-from bench import scaleout
-from bench.cache import cache_root
-from bench.conftest import results_dir
-from bench.distributed import INSTALL_HINT
-from bench.suite import cpu_cores, parse_cells, showing
+from bench.core.cache import cache_root
+from bench.core.env import cpu_cores
+from bench.suite import scaleout
+from bench.suite.options import parse_cells, results_dir
+from bench.suite.ray import INSTALL_HINT
+from bench.suite.state import showing
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,8 @@
-"""The benchmark suite: one pytest-benchmark case per cell (see bench/conftest.py).
+"""The benchmark suite: one pytest-benchmark case per cell (hooks: bench/suite/plugin.py).
 
-Per cell (:meth:`bench.suite.Suite.run_cell`): (1) set-up outside the timing — model,
+Per cell (:meth:`bench.suite.state.Suite.run_cell`): (1) set-up outside the timing — model,
 dataset, basis (SAEs are trained or loaded here), token ids, and the cell's joint-attribution
-group; (2) the timed body — attribution + sweep (``bench.run.measure``), timed by
+group; (2) the timed body — attribution + sweep (``bench.pipeline.measure``), timed by
 ``benchmark.pedantic``; (3) scores, CIs and timing ratios (bare-torch timings measured once
 per dataset in this process; for dictionary cells the paired-bootstrap k@0.8 ratio against the
 group's neurons@mlp_acts cell) into ``benchmark.extra_info``; (4) the SweepResult JSON to
@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench import reference
-from bench.conftest import results_dir
-from bench.suite import result_path
+from bench.results import baselines as reference
+from bench.suite.options import result_path, results_dir
 
 
 def test_cell(benchmark, cell, suite, request):

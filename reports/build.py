@@ -28,7 +28,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.cache import pid_alive
+from bench.core.cache import pid_alive
 from reports import figures, ladder, paper, tables
 from reports.cells import by_task, file_stem, k_ratios, task_title
 from reports.index import (
@@ -174,7 +174,8 @@ def build_report(
     paths: Sequence[str | Path], out_dir: str | Path, *, paper_preset: bool = False
 ) -> Path:
     """Read ``paths``, render the report into ``out_dir``; returns the path of index.md."""
-    from bench.validate import BadInputError, check_writable_parent
+    from bench.core.checks import check_writable_parent
+    from bench.core.errors import BadInputError
 
     out = Path(out_dir)
     if out.exists() and not out.is_dir():

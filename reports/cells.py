@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bench.result import SweepResult
+from bench.results.result import SweepResult
 from reports import style
 
 DICTIONARY_BASES = ("sae", "transcoder")

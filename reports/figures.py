@@ -25,7 +25,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from bench.result import SweepResult
+from bench.results.result import SweepResult
 from reports import style
 from reports.cells import (
     KRatio,

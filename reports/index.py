@@ -2,7 +2,7 @@
 
 Steps (:func:`index_markdown`):
 
-1. header: how many results from how many files; the verdict per task (:mod:`bench.verdict`:
+1. header: how many results from how many files; the verdict per task (:mod:`bench.results.verdict`:
    k@0.8 per basis, the paired dictionary / neurons ratio, neurons or SAE sparser); the
    consistency check, flagging every cell whose circuit of non-zero-score nodes has F < 0.9;
    when the results hold a ladder of dictionaries, the verdict against dictionary quality
@@ -23,8 +23,8 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from bench.result import SweepResult
-from bench.verdict import verdict_frame
+from bench.results.result import SweepResult
+from bench.results.verdict import verdict_frame
 from reports.cells import PROPAGATED_FOOTNOTE, cell_label
 from reports.load import Inputs
 from reports.tables import CONSISTENCY_FLAG, WARN, to_markdown

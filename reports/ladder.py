@@ -10,7 +10,8 @@ Steps:
 2. per rung: the ratio k@0.8(dictionary) / k@0.8(neurons@mlp_acts) [95% CI] as
    :func:`reports.cells.k_ratios` gives it (paired, or propagated †), the dictionary's quality
    (CE-loss recovered, FVU, L0: means over layers; width; training tokens) and the verdict read
-   from the ratio's CI by :func:`bench.verdict.verdict` (above 1: "neurons sparser", below 1:
+   from the ratio's CI by :func:`bench.results.verdict.verdict` (above 1: "neurons sparser",
+    below 1:
    "dictionary sparser", else "no difference at 95%");
 3. :func:`ladder_frame` / :func:`ladder_display`: the table, one row per rung ordered by
    ladder, task, then CE-loss recovered (written by :func:`reports.tables.write_tables`);
@@ -33,8 +34,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from bench.result import SweepResult
-from bench.verdict import verdict
+from bench.results.result import SweepResult
+from bench.results.verdict import verdict
 from reports import style
 from reports.cells import (
     DENOMINATOR_BASIS,

@@ -9,7 +9,7 @@ Steps:
    ``commit_info``) whose ``benchmarks[i]["extra_info"]["result"]`` are SweepResult dicts;
    a file that is neither is skipped with a logged warning, but a *damaged* result (invalid
    JSON that holds result fields: a truncated file) raises :class:`ReportError` naming it;
-3. build each result with :meth:`bench.result.SweepResult.from_dict`, so a newer schema or a
+3. build each result with :meth:`bench.results.result.SweepResult.from_dict`, so a newer schema or a
    missing field raises :class:`ReportError` naming the file (and the benchmark); so does a
    NaN or infinite number anywhere in a result;
 4. drop exact duplicates (the same cell saved alone and inside a benchmark record); of two
@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.result import ResultSchemaError, SweepResult
-from bench.validate import nonfinite_fields
+from bench.core.finite import nonfinite_fields
+from bench.results.result import ResultSchemaError, SweepResult
 
 log = logging.getLogger(__name__)
 

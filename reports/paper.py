@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from matplotlib.figure import Figure
 
-from bench.result import SweepResult
+from bench.results.result import SweepResult
 from reports import style
 from reports.cells import basis_label, by_task, task_title
 from reports.figures import (

@@ -26,7 +26,7 @@ from typing import Any
 
 import pandas as pd
 
-from bench.result import SweepResult
+from bench.results.result import SweepResult
 from reports.cells import KRatio, cell_label, ci_pair, sort_results, variant_text
 
 DASH = "—"

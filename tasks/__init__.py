@@ -1,7 +1,8 @@
 """sparsebench tasks: contrastive datasets (clean vs counterfactual prompt pairs).
 
 ``get_task(name).build(tokenizer, n_train, n_test, seed)`` gives a validated
-``ContrastiveDataset``; ``load_pairs(path, tokenizer, ...)`` does the same for a Marks-style JSONL
+``ContrastiveDataset``; ``encode(ds, tokenizer)`` its token ids per split;
+``load_pairs(path, tokenizer, ...)`` builds one from a Marks-style JSONL
 file. ``python -m tasks list`` lists the registered tasks; ``python -m tasks check --model M``
 checks them against a model. Each task family lives in its own module and registers itself on
 import: ``sva`` (four tasks), ``ioi``, ``greater_than``, ``capitals``, ``addition``.
@@ -18,7 +19,7 @@ from tasks.registry import (
     list_tasks,
     register,
 )
-from tasks.validate import InsufficientPairsError
+from tasks.validate import InsufficientPairsError, encode
 
 __all__ = [
     "ContrastiveDataset",
@@ -28,6 +29,7 @@ __all__ = [
     "PairFileError",
     "Task",
     "UnknownTaskError",
+    "encode",
     "get_task",
     "list_tasks",
     "load_pairs",

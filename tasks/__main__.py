@@ -26,7 +26,8 @@ def _list(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     from bench import load_model  # data flows task -> model; only the CLI needs bench
-    from bench.validate import BadInputError, check_int
+    from bench.core.checks import check_int
+    from bench.core.errors import BadInputError
     from tasks.check import check_tasks, format_table
 
     check_int(args.n_test, "--n-test", 1)

@@ -8,7 +8,7 @@ build (a weak model is a finding, not an error).
 
 Forwards are batched without padding (a dataset's pairs share one token length) under
 ``torch.no_grad``. m is computed by the sweep's own metric function
-(``bench.patching.logit_difference``, imported when first used); the CLI loads the model.
+(:func:`tasks.metric.logit_difference`); the CLI loads the model.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ from typing import Any
 import torch
 
 from tasks.dataset import ContrastiveDataset
+from tasks.metric import logit_difference
 from tasks.registry import get_task
+from tasks.validate import encode
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +66,11 @@ def logit_diffs(
     model: Any, tokenizer: Any, ds: ContrastiveDataset, split: str = "test", batch_size: int = 32
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """m on the clean prompts and m on the counterfactual prompts, one value per pair."""
-    enc = ds.encode(tokenizer)[split]
+    enc = encode(ds, tokenizer)[split]
     if enc["clean_ids"].shape[0] == 0:
         return torch.empty(0), torch.empty(0)
     clean = _last_logits(model, enc["clean_ids"], batch_size)
     cf = _last_logits(model, enc["cf_ids"], batch_size)
-    from bench.patching import logit_difference  # the sweep's metric (bench needs no tasks here)
-
     a, b = enc["clean_answer_id"], enc["cf_answer_id"]  # [pairs]
     return logit_difference(clean, a, b), logit_difference(cf, a, b)
 

@@ -5,7 +5,8 @@ prompt of equal token length, each with a single-token answer. A ``ContrastiveDa
 the train and test pairs of one task, all sharing one token length, plus the metadata needed to
 reproduce and audit it (task, version, seed, tokenizer, seq_len, pairs dropped per reason).
 
-``ContrastiveDataset.encode(tokenizer)`` gives the harness its token ids, tokenized exactly as
+``tasks.encode(ds, tokenizer)`` (:func:`tasks.validate.encode`) gives the harness its token ids,
+tokenized exactly as
 validation did: prompts with ``tokenizer(prompt).input_ids`` (special tokens as the tokenizer
 adds them by default) and answers with ``add_special_tokens=False``.
 """
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    import torch
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -128,45 +129,6 @@ class ContrastiveDataset:
 
     def to_jsonl(self, path: str | Path) -> None:
         """Write all pairs (train, then test) as Marks-style JSONL (see ``tasks.load_pairs``)."""
-        from tasks.load import write_pairs
-
-        write_pairs(path, [*self.train, *self.test])
-
-    # -- token ids for the harness ------------------------------------------------------------
-
-    def encode(self, tokenizer: Any) -> dict[str, dict[str, torch.Tensor]]:
-        """Token ids per split: ``clean_ids``/``cf_ids`` [n, seq_len], ``clean_answer_id``/
-        ``cf_answer_id`` [n] (LongTensors). Raises if the tokenizer breaks an invariant
-        (a multi-token answer, a prompt not of length ``seq_len``), e.g. a different tokenizer
-        from the one the dataset was built with."""
-        import torch
-
-        from tasks.validate import check_pair, tokenize_pairs
-
-        out: dict[str, dict[str, torch.Tensor]] = {}
-        for name in SPLITS:
-            pairs = self.split(name)
-            toks = tokenize_pairs(pairs, tokenizer)
-            rows: dict[str, list] = {"clean_ids": [], "cf_ids": [], "clean_a": [], "cf_a": []}
-            for i, pair in enumerate(pairs):
-                reason = check_pair(pair, toks)
-                if reason is None and len(toks.prompt(pair.clean_prompt)) != self.seq_len:
-                    reason = "prompt_length_differs_from_dataset"
-                if reason is not None:
-                    raise ValueError(
-                        f"{self.task} {name} pair {i} fails validation under tokenizer "
-                        f"{getattr(tokenizer, 'name_or_path', '?')!r} ({reason}): {pair}; "
-                        f"was the dataset built with tokenizer {self.tokenizer!r}?"
-                    )
-                rows["clean_ids"].append(toks.prompt(pair.clean_prompt))
-                rows["cf_ids"].append(toks.prompt(pair.counterfactual_prompt))
-                rows["clean_a"].append(toks.answer(pair.clean_answer)[0])
-                rows["cf_a"].append(toks.answer(pair.counterfactual_answer)[0])
-            seq = (len(pairs), self.seq_len)
-            out[name] = {
-                "clean_ids": torch.tensor(rows["clean_ids"], dtype=torch.long).reshape(seq),
-                "cf_ids": torch.tensor(rows["cf_ids"], dtype=torch.long).reshape(seq),
-                "clean_answer_id": torch.tensor(rows["clean_a"], dtype=torch.long),
-                "cf_answer_id": torch.tensor(rows["cf_a"], dtype=torch.long),
-            }
-        return out
+        with open(path, "w", encoding="utf-8") as f:
+            for pair in [*self.train, *self.test]:
+                f.write(json.dumps(pair.to_marks()) + "\n")

@@ -38,9 +38,12 @@ import logging
 import random
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tasks.dataset import ContrastiveDataset, Pair
+from tasks.dataset import SPLITS, ContrastiveDataset, Pair
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -289,3 +292,40 @@ def validate_dataset(ds: ContrastiveDataset, tokenizer: Any) -> None:
     if problems:
         shown = "; ".join(problems[:10]) + (" ..." if len(problems) > 10 else "")
         raise ValueError(f"dataset {ds.task!r} is invalid ({len(problems)} problems): {shown}")
+
+
+def encode(ds: ContrastiveDataset, tokenizer: Any) -> dict[str, dict[str, torch.Tensor]]:
+    """The harness's token ids per split of ``ds``: ``clean_ids``/``cf_ids`` [n, seq_len],
+    ``clean_answer_id``/
+    ``cf_answer_id`` [n] (LongTensors). Raises if the tokenizer breaks an invariant
+    (a multi-token answer, a prompt not of length ``seq_len``), e.g. a different tokenizer
+    from the one the dataset was built with."""
+    import torch
+
+    out: dict[str, dict[str, torch.Tensor]] = {}
+    for name in SPLITS:
+        pairs = ds.split(name)
+        toks = tokenize_pairs(pairs, tokenizer)
+        rows: dict[str, list] = {"clean_ids": [], "cf_ids": [], "clean_a": [], "cf_a": []}
+        for i, pair in enumerate(pairs):
+            reason = check_pair(pair, toks)
+            if reason is None and len(toks.prompt(pair.clean_prompt)) != ds.seq_len:
+                reason = "prompt_length_differs_from_dataset"
+            if reason is not None:
+                raise ValueError(
+                    f"{ds.task} {name} pair {i} fails validation under tokenizer "
+                    f"{getattr(tokenizer, 'name_or_path', '?')!r} ({reason}): {pair}; "
+                    f"was the dataset built with tokenizer {ds.tokenizer!r}?"
+                )
+            rows["clean_ids"].append(toks.prompt(pair.clean_prompt))
+            rows["cf_ids"].append(toks.prompt(pair.counterfactual_prompt))
+            rows["clean_a"].append(toks.answer(pair.clean_answer)[0])
+            rows["cf_a"].append(toks.answer(pair.counterfactual_answer)[0])
+        seq = (len(pairs), ds.seq_len)
+        out[name] = {
+            "clean_ids": torch.tensor(rows["clean_ids"], dtype=torch.long).reshape(seq),
+            "cf_ids": torch.tensor(rows["cf_ids"], dtype=torch.long).reshape(seq),
+            "clean_answer_id": torch.tensor(rows["clean_a"], dtype=torch.long),
+            "cf_answer_id": torch.tensor(rows["cf_a"], dtype=torch.long),
+        }
+    return out

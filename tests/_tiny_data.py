@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 
-from bench.tiny import tiny_model, tiny_tokenizer
+from bench.model.tiny import tiny_model, tiny_tokenizer
 from tasks.dataset import ContrastiveDataset, Pair
 
 NOUNS = [("dog", "dogs"), ("cat", "cats"), ("parent", "parents"), ("author", "authors"),
@@ -35,8 +35,8 @@ def corpus() -> list[str]:
 
 
 def tiny_handle(arch: str = "llama", seed: int = 0):
-    from bench.models import ModelHandle
-    from bench.sites import SiteTable
+    from bench.model.handle import ModelHandle
+    from bench.model.sites import SiteTable
 
     model, tok = tiny_model(arch, tiny_tokenizer(corpus()), seed=seed)
     model.eval().requires_grad_(False)

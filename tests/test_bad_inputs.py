@@ -3,7 +3,7 @@
 One or more cases per class of the issue and per entry point: the command lines
 (``python -m bench``, ``python -m bench.training``, ``python -m reports``, run in-process), the
 Python API (``run_sweep``, ``load_model``, ``load_pairs``, ``build_report``, the cache) and the
-suite's options (``bench.conftest.parse_cells`` on a fake pytest config). Each case asserts
+suite's options (``bench.suite.plugin.parse_cells`` on a fake pytest config). Each case asserts
 the exit code or exception type, that the message names the offending value and what is valid,
 and that nothing on disk changed (a snapshot of the working, output and cache directories
 before and after), except where the point is that a corrupt cache entry is rebuilt.
@@ -29,11 +29,12 @@ import torch
 from _tiny_data import dataset, tiny_handle
 
 from bench import load_model, run_sweep
-from bench.cache import CorruptEntryError, atomic_path, load_checked
-from bench.result import SweepResult
+from bench.core.cache import CorruptEntryError, atomic_path, load_checked
+from bench.core.errors import BadInputError
+from bench.results.result import SweepResult
 from bench.training import train as training
-from bench.validate import BadInputError
 from tasks import InsufficientPairsError, Pair, PairFileError, get_task, load_pairs
+from tasks.validate import encode
 
 FIXTURES = Path(__file__).parent / "fixtures"
 MARKS = FIXTURES / "pairs" / "marks_sva.jsonl"
@@ -87,12 +88,12 @@ def bench_cli(capsys, *args: str) -> tuple[int, str]:
 
 def no_sweep(monkeypatch) -> None:
     """Make sure a refused command never got as far as the sweep."""
-    import bench.run
+    import bench.pipeline
 
     def fail(*args, **kwargs):
         raise AssertionError("the sweep ran although the input was bad")
 
-    monkeypatch.setattr(bench.run, "run_sweep", fail)
+    monkeypatch.setattr(bench.pipeline, "run_sweep", fail)
 
 
 def write_pairs_file(path: Path, pairs) -> Path:
@@ -191,7 +192,7 @@ def _dead_pid() -> int:
 
 
 def test_api_temporaries_of_killed_writers_are_removed_by_the_next_write(env):
-    from bench.cache import write_json_atomic
+    from bench.core.cache import write_json_atomic
 
     target = env.cache / "attributions" / "entry.json"
     dead = target.parent / f".entry.json.{_dead_pid()}-k1ll3d.tmp"
@@ -247,7 +248,7 @@ def test_api_bit_flipped_attribution_entry_is_detected_and_recomputed(env, caplo
     _flip_a_score(entry, good["units"])
     with pytest.raises(CorruptEntryError, match="does not match"):
         load_checked(entry)
-    with caplog.at_level(logging.WARNING, logger="bench.run"):
+    with caplog.at_level(logging.WARNING, logger="bench.pipeline"):
         again = run_sweep(h, ds, method="atp", cache=True, **FAST)
     assert entry.name in caplog.text and "does not match the stored" in caplog.text
     assert not again.timings["attribution_cached"]  # recomputed, not served
@@ -291,7 +292,7 @@ def test_api_work_finished_before_a_kill_9_is_served_from_the_cache(env):
 
 
 def test_api_truncated_model_manifest_is_a_corrupt_entry_and_rebuilt(env, monkeypatch, caplog):
-    from bench import models
+    from bench.model import gguf as models
 
     h = tiny_handle("llama")
     gguf = env.cache / "gguf" / "fake.gguf"
@@ -311,7 +312,7 @@ def test_api_truncated_model_manifest_is_a_corrupt_entry_and_rebuilt(env, monkey
     manifest = directory / "manifest.json"
     text = manifest.read_text()
     manifest.write_text(text[: len(text) // 2])  # truncated mid-string
-    with caplog.at_level(logging.WARNING, logger="bench.models"):
+    with caplog.at_level(logging.WARNING, logger="bench.model.gguf"):
         assert models.dequantized_dir("fake", source) == directory  # no JSON error: rebuilt
     assert str(manifest) in caplog.text and "rebuilding" in caplog.text
     assert len(builds) == 2 and manifest.read_text() == text and models._manifest_ok(directory)
@@ -545,7 +546,7 @@ class FakeConfig:
     its own ``pytest_addoption`` declares."""
 
     def __init__(self, **options):
-        from bench.conftest import pytest_addoption
+        from bench.suite.plugin import pytest_addoption
 
         class Parser:
             def __init__(self):
@@ -577,7 +578,7 @@ class FakeConfig:
     ],
 )
 def test_suite_options_out_of_range_are_refused_not_replaced_by_defaults(env, options, message):
-    from bench.conftest import parse_cells
+    from bench.suite.plugin import parse_cells
 
     before = env.snap()
     with pytest.raises(pytest.UsageError) as err:
@@ -587,7 +588,7 @@ def test_suite_options_out_of_range_are_refused_not_replaced_by_defaults(env, op
 
 
 def test_suite_options_take_given_sizes_and_defaults_only_when_unset(env):
-    from bench.conftest import parse_cells
+    from bench.suite.plugin import parse_cells
 
     given = parse_cells(FakeConfig(**{"--n-train": 5, "--n-test": 2, "--quick": True}))
     assert {(c.n_train, c.n_test) for c in given} == {(5, 2)}
@@ -827,7 +828,7 @@ def test_reports_remove_staging_directories_left_by_a_killed_run(env):
 
 @pytest.fixture(scope="module")
 def marks_tok():
-    from bench.tiny import tiny_tokenizer
+    from bench.model.tiny import tiny_tokenizer
 
     lines = [json.loads(line) for line in MARKS.read_text().splitlines()]
     sides = (("clean_prefix", "clean_answer"), ("patch_prefix", "patch_answer"))
@@ -844,7 +845,7 @@ def test_api_pairs_sharing_prompts_are_kept_and_split_together(marks_tok):
     test_prompts = {frozenset((p.clean_prompt, p.counterfactual_prompt)) for p in ds.test}
     train_prompts = {frozenset((p.clean_prompt, p.counterfactual_prompt)) for p in ds.train}
     assert not test_prompts & train_prompts  # no leakage between the splits
-    ds.encode(marks_tok)
+    encode(ds, marks_tok)
     again = load_pairs(MARKS, marks_tok, n_train=7, n_test=8)
     assert again.to_dict() == ds.to_dict()  # seeded
 
@@ -857,7 +858,7 @@ def test_api_a_test_size_no_whole_groups_make_drops_only_the_rest_of_one_group(m
 
 
 def test_cli_sweeps_a_marks_style_file_keeping_its_answer_variants(env, capsys, marks_tok):
-    from bench.tiny import tiny_model
+    from bench.model.tiny import tiny_model
 
     model, tok = tiny_model("llama", marks_tok)
     model.save_pretrained(env.work / "model")

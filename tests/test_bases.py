@@ -15,10 +15,11 @@ from bench.bases.dictionary import parse_dictionary
 from bench.bases.hooks import resolve_hook
 from bench.bases.loading import make_dictionary_basis
 from bench.bases.releases import release_ids
-from bench.models import ModelHandle
-from bench.patching import metric, unit_leaves
-from bench.sites import SiteTable
-from bench.tiny import tiny_config
+from bench.model.handle import ModelHandle
+from bench.model.sites import SiteTable
+from bench.model.tiny import tiny_config
+from bench.sweep.units import metric, unit_leaves
+from tasks.validate import encode
 
 
 def write_dictionary(
@@ -304,7 +305,7 @@ def test_gradient_at_the_error_node_equals_the_gradient_at_the_site(tmp_path, ba
     h, ds = tiny_handle("llama"), dataset(n_train=6)
     write_dictionary(tmp_path, h, basis=basis, site=site, rescale=True)
     b = make_dictionary_basis(h, basis, site, f"path:{tmp_path}")
-    tr = ds.encode(h.tokenizer)["train"]
+    tr = encode(ds, h.tokenizer)["train"]
     args = tr["clean_ids"], tr["clean_answer_id"], tr["cf_answer_id"]
     keys = [(site, layer) for layer in range(h.sites.n_layers)]
     with intervene(h.sites, capture=keys, grad=True) as acts:
@@ -329,8 +330,8 @@ def _leaf_products(h, basis, split, relp: bool):
     """The direct form: units as autograd leaves of the (RelP) model, one basis at a time."""
     import contextlib
 
-    from bench.patching import unit_values
-    from bench.relp import relp_replacement
+    from bench.model.relp import relp_replacement
+    from bench.sweep.units import unit_values
 
     ctx = relp_replacement(h.sites) if relp else contextlib.nullcontext()
     with ctx, unit_leaves(h, basis) as leaves:
@@ -355,7 +356,7 @@ def _leaf_products(h, basis, split, relp: bool):
 def test_one_shared_backward_gives_each_bases_own_scores(tmp_path, arch, method):
     """attribute_many (one site gradient shared by all bases, pulled back through each
     decoder) = units as autograd leaves, one basis at a time, error nodes included."""
-    from bench.attribution import attribute_many
+    from bench.attribution.attribute import attribute_many
 
     h, ds = tiny_handle(arch), dataset(n_train=12)
     write_dictionary(tmp_path / "sae", h, basis="sae", site="mlp_out")
@@ -366,7 +367,7 @@ def test_one_shared_backward_gives_each_bases_own_scores(tmp_path, arch, method)
         make_basis(h, "sae", "mlp_out", f"path:{tmp_path / 'sae'}"),
         make_basis(h, "transcoder", "mlp_out", f"path:{tmp_path / 'tc'}"),
     ]
-    train = ds.encode(h.tokenizer)["train"]
+    train = encode(ds, h.tokenizer)["train"]
     joint = attribute_many(h, bases, train, method, batch_size=12)
     for basis, sc in zip(bases, joint, strict=True):
         units, err = _leaf_products(h, basis, train, relp=method == "relp")

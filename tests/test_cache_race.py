@@ -1,7 +1,7 @@
 """Processes sharing the cache (issue 15): pytest-xdist workers, Ray tasks on one node.
 
 - two processes asking for the same missing local dictionary train it once (the second waits
-  on :func:`bench.cache.cache_lock`, then finds it) and get identical results;
+  on :func:`bench.core.cache.cache_lock`, then finds it) and get identical results;
 - two processes writing the same attribution entry over and over never leave a damaged one, and
   a reader meanwhile only ever sees a whole entry (temporary file, then rename).
 """
@@ -83,7 +83,7 @@ def test_two_processes_missing_the_same_local_dictionary_train_it_once(tmp_path)
 
 WRITER = """
 import sys, torch
-from bench.cache import save_checked
+from bench.core.cache import save_checked
 path, value = sys.argv[1], float(sys.argv[2])
 for i in range(40):  # [200_000] floats: ~0.8 MB an entry
     save_checked({"units": torch.full((200_000,), value), "error": None, "seconds": i}, path)
@@ -91,7 +91,7 @@ for i in range(40):  # [200_000] floats: ~0.8 MB an entry
 
 READER = """
 import os, sys, time
-from bench.cache import load_checked
+from bench.core.cache import load_checked
 path, seen = sys.argv[1], set()
 while not os.path.exists(path):
     time.sleep(0.001)
@@ -105,7 +105,7 @@ print(sorted(seen))
 
 
 def test_concurrent_writers_never_corrupt_an_entry_and_readers_see_whole_ones(tmp_path):
-    from bench.cache import load_checked
+    from bench.core.cache import load_checked
 
     cache = tmp_path / "cache"
     path = cache / "attributions" / "entry.pt"

@@ -10,17 +10,19 @@ import torch
 from _tiny_data import dataset, tiny_handle
 
 from bench import intervene, run_sweep
-from bench.attribution import attribute, exact_scores
+from bench.attribution.attribute import attribute
+from bench.attribution.exact import exact_scores
 from bench.bases import NeuronBasis
-from bench.patching import metric, unit_leaves
-from bench.relp import relp_replacement
-from bench.result import ResultSchemaError, SweepResult
-from bench.scores import size_grid
-from bench.tiny import TINY_ARCHS
+from bench.model.relp import relp_replacement
+from bench.model.tiny import TINY_ARCHS
+from bench.results.result import ResultSchemaError, SweepResult
+from bench.sweep.scores import size_grid
+from bench.sweep.units import metric, unit_leaves
+from tasks.validate import encode
 
 
 def _split(h, ds, name="train"):
-    return ds.encode(h.tokenizer)[name]
+    return encode(ds, h.tokenizer)[name]
 
 
 def test_exact_equals_brute_force_single_node_patching():
@@ -214,7 +216,7 @@ def test_nan_in_activations_is_detected_and_named():
 
 
 def test_paired_k_ratio_against_itself_is_exactly_one():
-    from bench.scores import paired_k_ratio
+    from bench.sweep.scores import paired_k_ratio
 
     rng = np.random.default_rng(0)
     sizes = np.array([1, 2, 3, 6, 10, 18, 32])
@@ -232,7 +234,7 @@ def test_paired_k_ratio_against_itself_is_exactly_one():
 def test_dictionary_cells_carry_a_paired_k_ratio_that_reports_read(tmp_path):
     """finish(ratio_denominator=...) puts k@0.8 / k@0.8(neurons) with a paired CI in extra;
     the report uses it as is (not propagated), and it is no wider than the propagated CI."""
-    from bench.run import Cell, finish, measure, prepare
+    from bench.pipeline import Cell, finish, measure, prepare
     from reports.cells import k_ratios
 
     h, ds = tiny_handle("llama"), dataset()

@@ -12,9 +12,12 @@ import pytest
 import torch
 
 from bench import load_model
-from bench.models import ModelHandle, PyPIGGUF, UnknownModelError, _manifest_ok, fetch_gguf
-from bench.sites import UnsupportedArchitectureError
-from bench.tiny import TINY_ARCHS
+from bench.core.errors import UnknownModelError
+from bench.model.gguf import _manifest_ok, fetch_gguf
+from bench.model.handle import ModelHandle
+from bench.model.registry import PyPIGGUF
+from bench.model.sites import UnsupportedArchitectureError
+from bench.model.tiny import TINY_ARCHS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -59,7 +62,7 @@ def test_directory_without_config(tmp_path):
 def test_unsupported_architecture_names_supported(tmp_path):
     from transformers import OPTConfig, OPTForCausalLM
 
-    from bench.tiny import tiny_tokenizer
+    from bench.model.tiny import tiny_tokenizer
 
     tok = tiny_tokenizer()
     cfg = OPTConfig(
@@ -128,7 +131,7 @@ def test_fetch_verifies_hash_and_refetches_corrupt_cache(tmp_path, monkeypatch):
 def test_manifest_detects_corrupt_model_file(tmp_path):
     import json
 
-    from bench.cache import sha256_file
+    from bench.core.cache import sha256_file
 
     (tmp_path / "model.safetensors").write_bytes(b"weights")
     files = {"model.safetensors": sha256_file(tmp_path / "model.safetensors")}

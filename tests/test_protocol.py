@@ -14,18 +14,20 @@ from _tiny_data import dataset, tiny_handle
 from test_bases import write_dictionary
 
 from bench import run_sweep
-from bench.attribution import attribute, exact_scores
+from bench.attribution.attribute import attribute
+from bench.attribution.exact import exact_scores
 from bench.bases import NeuronBasis, make_basis
-from bench.patching import metric, unit_ablation, unit_values
-from bench.protocol import PROTOCOLS, batch_reference, get_protocol, mean_units
-from bench.result import SweepResult
-from bench.sweep import ablation_values
+from bench.protocol import PROTOCOLS, get_protocol
+from bench.results.result import SweepResult
+from bench.sweep.references import ablation_values, batch_reference, mean_units
+from bench.sweep.units import metric, unit_ablation, unit_values
+from tasks.validate import encode
 
 MATCHED = ("patch", "mean", "zero")
 
 
 def _encode(h, ds):
-    enc = ds.encode(h.tokenizer)
+    enc = encode(ds, h.tokenizer)
     return enc["train"], enc["test"]
 
 
@@ -201,7 +203,7 @@ def _xor_task():
                                   answer[place], answer[other]))  # fmt: skip
     ds = ContrastiveDataset(task="tiny_xor", version="test", seed=0, tokenizer="tiny-bpe",
                             seq_len=5, train=pairs, test=pairs[::3])  # fmt: skip
-    enc = ds.encode(h.tokenizer)["train"]
+    enc = encode(ds, h.tokenizer)["train"]
     model = h.model.requires_grad_(True).train()
     o_proj = model.model.layers[0].self_attn.o_proj
     with torch.no_grad():

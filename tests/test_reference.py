@@ -8,9 +8,10 @@ import pytest
 import torch
 from _tiny_data import dataset, tiny_handle
 
-import bench.run
-from bench import reference, run_sweep
+import bench.pipeline
+from bench import run_sweep
 from bench.__main__ import main
+from bench.results import baselines as reference
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +39,9 @@ def test_perturbed_reference_fails(result, tmp_path):
 
 
 def test_a_worse_ranking_fails_with_a_readable_diff(result, tmp_path, monkeypatch, capsys):
-    original = bench.run.node_ranks
+    original = bench.pipeline.node_ranks
     # The same cell, but the ranking is reversed: the least important nodes come first.
-    monkeypatch.setattr(bench.run, "node_ranks", lambda s: original(1 / (s.abs() + 1e-12)))
+    monkeypatch.setattr(bench.pipeline, "node_ranks", lambda s: original(1 / (s.abs() + 1e-12)))
     h, ds = tiny_handle("llama"), dataset()
     reversed_ = run_sweep(h, ds, method="atp", n_bootstrap=200, bare_torch_timings=False)
     # On a random model either order may be the better one; the reference is the better.
@@ -84,8 +85,8 @@ def test_a_joint_pass_serves_the_other_bases_from_memory_and_the_cache(tmp_path,
     """A JointAttribution attributes all bases of its group in the first member's pass; the
     others get their scores from memory (or, later, the disk cache) and the results a separate
     pass gives."""
-    from bench.joint import JointAttribution
-    from bench.run import Cell, finish, measure, prepare
+    from bench.attribution.joint import JointAttribution
+    from bench.pipeline import Cell, finish, measure, prepare
 
     monkeypatch.setenv("SPARSEBENCH_CACHE", str(tmp_path))
     h, ds = tiny_handle("llama"), dataset()
@@ -115,7 +116,7 @@ def test_committed_references_cover_the_default_and_quick_suites():
     from pathlib import Path
 
     from bench import SweepResult
-    from bench.reference import cell_name
+    from bench.results.baselines import cell_name
     from tasks import list_tasks
 
     root = Path(__file__).resolve().parents[1] / "baselines" / "smollm2-135m"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.result import SweepResult
+from bench.results.result import SweepResult
 from reports import build_report
 from reports.cells import basis_label, cell_label, dictionary_size_text, fmt_tokens
 from reports.figures import data_lines, legend_columns, plot_task_curves

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.scaleout import results_without_timings
-from bench.validate import BadInputError
+from bench.core.errors import BadInputError
+from bench.suite.scaleout import results_without_timings
 
 # the Ray runs need the optional extra (pip install 'sparsebench[ray]'); without it they skip
 NEEDS_RAY = pytest.mark.skipif(
@@ -161,7 +161,7 @@ def test_xdist_needs_the_group_scheduling_and_a_usable_device():
 def test_device_options_are_checked(options, message):
     from test_bad_inputs import FakeConfig
 
-    from bench.suite import parse_devices
+    from bench.suite.options import parse_devices
 
     with pytest.raises(BadInputError) as err:
         parse_devices(FakeConfig(**options))
@@ -173,8 +173,8 @@ def test_device_options_are_checked(options, message):
 def test_the_xdist_scheduler_keeps_each_joint_group_whole():
     from test_bad_inputs import FakeConfig
 
-    from bench.scheduling import JointGroupScheduling
-    from bench.suite import group_name, parse_cells
+    from bench.suite.options import group_name, parse_cells
+    from bench.suite.scheduling import JointGroupScheduling
 
     cells = parse_cells(FakeConfig(**{"--quick": True, "--model": "tiny-llama"}))
     sched = JointGroupScheduling.__new__(JointGroupScheduling)  # only the scope is tested
@@ -187,7 +187,7 @@ def test_the_xdist_scheduler_keeps_each_joint_group_whole():
 
 
 def test_threads_per_worker_split_the_cores_unless_set(monkeypatch):
-    from bench import suite
+    from bench.core import env as suite
 
     monkeypatch.delenv("SPARSEBENCH_THREADS", raising=False)
     monkeypatch.setattr(suite, "cpu_cores", lambda: 16)
@@ -207,8 +207,8 @@ def test_threads_per_worker_split_the_cores_unless_set(monkeypatch):
     ],
 )
 def test_ray_command_refuses_bad_options_before_ray_starts(capsys, monkeypatch, args, message):
-    from bench import distributed
     from bench.__main__ import main
+    from bench.suite import ray as distributed
 
     def no_ray():
         raise AssertionError("Ray was started although the options were bad")
@@ -221,7 +221,7 @@ def test_ray_command_refuses_bad_options_before_ray_starts(capsys, monkeypatch, 
 def test_ray_is_an_optional_extra_with_a_clear_error_when_missing(monkeypatch):
     import tomllib
 
-    from bench import distributed
+    from bench.suite import ray as distributed
 
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     assert not any(d.startswith("ray") for d in project["dependencies"])
@@ -233,7 +233,7 @@ def test_ray_is_an_optional_extra_with_a_clear_error_when_missing(monkeypatch):
 
 
 def test_gpu_defaults_and_refusals_on_a_cpu_machine(monkeypatch):
-    from bench.models import _as_dtype, default_dtype, load_model
+    from bench.model.load import _as_dtype, default_dtype, load_model
 
     assert default_dtype("cuda") == default_dtype("cuda:1") == torch.bfloat16
     assert default_dtype("cpu") == _as_dtype(None, "cpu") == torch.float32

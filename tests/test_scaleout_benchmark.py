@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from test_scaleout import REPO, _env
 
-from bench import scaleout
+from bench.suite import scaleout
 
 # the Ray runs need the optional extra (pip install 'sparsebench[ray]'); without it they skip
 NEEDS_RAY = pytest.mark.skipif(

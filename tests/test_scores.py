@@ -1,4 +1,4 @@
-"""Bootstrap CIs (bench.scores) when some resamples have F undefined: m(M) − m(∅) = 0.
+"""Bootstrap CIs (bench.sweep.scores) when some resamples have F undefined: m(M) − m(∅) = 0.
 
 Small bfloat16 runs meet it: a resample drawing only pairs whose clean and ablated metrics
 round to the same value has no normalising difference. Such resamples are left out and
@@ -12,7 +12,7 @@ import numpy as np
 from scipy import stats
 
 from bench import load_model, run_sweep
-from bench.scores import bootstrap, curve, paired_k_ratio
+from bench.sweep.scores import bootstrap, curve, paired_k_ratio
 from tasks import get_task
 
 SIZES = np.array([1, 2, 4])

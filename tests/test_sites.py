@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from bench import intervene, load_model
-from bench.sites import SITE_NAMES
-from bench.tiny import TINY_ARCHS
+from bench.model.sites import SITE_NAMES
+from bench.model.tiny import TINY_ARCHS
 
 
 @pytest.fixture(scope="module", params=TINY_ARCHS)

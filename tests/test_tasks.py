@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.tiny import tiny_tokenizer
+from bench.model.tiny import tiny_tokenizer
 from tasks import (
     ContrastiveDataset,
     DuplicateTaskError,
@@ -24,7 +24,7 @@ from tasks import (
 from tasks import registry as registry_module
 from tasks.__main__ import main
 from tasks.capitals import CITIES, STATES
-from tasks.validate import validate_dataset
+from tasks.validate import encode, validate_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 NAMES = [
@@ -130,7 +130,7 @@ def test_builds_with_tiny_tokenizer(name):
     assert (len(ds.train), len(ds.test)) == (300, 40)
     assert (ds.task, ds.version, ds.seed) == (name, get_task(name).version, 0)
     validate_dataset(ds, tok)  # single-token answers, one length, no duplicates, disjoint
-    enc = ds.encode(tok)
+    enc = encode(ds, tok)
     for split, n in (("train", 300), ("test", 40)):
         e = enc[split]
         assert e["clean_ids"].shape == e["cf_ids"].shape == (n, ds.seq_len)
@@ -167,7 +167,7 @@ def test_dataset_dict_round_trip(tmp_path):
 def test_encode_rejects_another_tokenizer():
     ds = built("capitals")
     with pytest.raises(ValueError, match="was the dataset built with tokenizer"):
-        ds.encode(tiny_tokenizer())  # default corpus: city names split into pieces
+        encode(ds, tiny_tokenizer())  # default corpus: city names split into pieces
 
 
 # -- task semantics ------------------------------------------------------------------------------
@@ -260,7 +260,7 @@ def test_number_tasks_answer_the_first_unknown_token():
 
 @pytest.fixture(scope="module")
 def smollm2_tokenizer():
-    from bench.models import load_tokenizer
+    from bench.model.load import load_tokenizer
 
     return load_tokenizer("smollm2-135m")
 
@@ -281,13 +281,13 @@ def test_builds_for_smollm2(name, smollm2_tokenizer):
 
 @pytest.mark.slow
 def test_builds_for_gemma3():
-    from bench.models import load_tokenizer
+    from bench.model.load import load_tokenizer
 
     tok = load_tokenizer("gemma-3-270m")
     for name in NAMES:
         ds = get_task(name).build(tok, n_train=300, n_test=40, seed=0)
         assert (len(ds.train), len(ds.test)) == (300, 40)
         validate_dataset(ds, tok)
-        assert ds.encode(tok)["test"]["clean_ids"][:, 0].eq(tok.bos_token_id).all()
+        assert encode(ds, tok)["test"]["clean_ids"][:, 0].eq(tok.bos_token_id).all()
     check_greater_than(get_task("greater_than").build(tok, 300, 40, seed=0))
     check_addition(get_task("addition").build(tok, 300, 40, seed=0))

@@ -6,13 +6,13 @@ import pytest
 import torch
 
 from bench import load_model
-from bench.tiny import tiny_model, tiny_tokenizer
+from bench.model.tiny import tiny_model, tiny_tokenizer
 from tasks import Pair, get_task
 from tasks.__main__ import main
 from tasks.check import CheckResult, check_dataset, check_tasks, format_table
 from tasks.validate import finalize
 
-# Words of bench.tiny's default corpus, so the tiny-llama tokenizer has them as tokens.
+# Words of bench.model.tiny's default corpus, so the tiny-llama tokenizer has them as tokens.
 PAIRS = [
     Pair("The parents", "The parent", " are", " is"),
     Pair("The parent", "The parents", " is", " are"),

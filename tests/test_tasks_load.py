@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from bench.tiny import tiny_tokenizer
+from bench.model.tiny import tiny_tokenizer
 from tasks import InsufficientPairsError, Pair, PairFileError, get_task, load_pairs, write_pairs
+from tasks.validate import encode
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +32,7 @@ def test_round_trip(tmp_path, tok, ds):
     assert (loaded.task, loaded.seq_len) == ("pairs", ds.seq_len)
     assert loaded.version.startswith("file.")
     assert load_pairs(path, tok, 60, 20, seed=3).to_dict() == loaded.to_dict()
-    enc = loaded.encode(tok)
+    enc = encode(loaded, tok)
     assert enc["train"]["clean_ids"].shape == (60, ds.seq_len)
 
 

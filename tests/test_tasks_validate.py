@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.tiny import tiny_tokenizer
+from bench.model.tiny import tiny_tokenizer
 from tasks import InsufficientPairsError, Pair
 from tasks.numbers import split_at
 from tasks.registry import WhitespaceTokenizer

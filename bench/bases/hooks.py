@@ -3,7 +3,7 @@
 sae-lens names hook points the TransformerLens way (``blocks.3.hook_mlp_out``); some of its
 loaders also record the Hugging Face module that was read (``hf_hook_name``, e.g.
 ``model.layers.3.pre_feedforward_layernorm.output``). :func:`resolve_hook` maps either onto a
-(site, layer) of the model's :class:`~bench.sites.SiteTable`:
+(site, layer) of the model's :class:`~bench.model.sites.SiteTable`:
 
 1. the Hugging Face name, when present: ``<module path>[.input|.output]`` is compared with the
    module and tensor of every site (module identity, not string guessing), plus the one
@@ -24,7 +24,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from bench.sites import SiteTable
+from bench.model.sites import SiteTable
 
 log = logging.getLogger(__name__)
 

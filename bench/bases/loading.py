@@ -11,7 +11,9 @@ calls. Steps:
    - ``release:<release>[:<sae_id template>]``: a sae-lens registry release
      (:mod:`bench.bases.releases`);
    - ``local``, ``local:<name>`` or ``local:width=W,k=K,tokens=N,epochs=E``: TopK SAEs (or, for
-     ``transcoder``, TopK transcoders) sparsebench trains for this model (:mod:`bench.training`);
+     ``transcoder``, TopK transcoders) sparsebench trains for this model: a source that
+     :mod:`bench.training.local` registers (bases never import training);
+   each source is a loader in :data:`DICTIONARY_SOURCES` (:func:`register_dictionary_source`);
 2. read each dictionary's config first and check it against the model (:func:`check_config`):
    its hook maps onto this basis's site (read and write site for transcoders), its widths equal
    the site's, it is an SAE for ``sae`` and a transcoder for ``transcoder``, every layer has one;
@@ -28,20 +30,47 @@ calls. Steps:
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from bench.bases.dictionary import (
     TRANSCODER_READ_SITE,
     TRANSCODER_WRITE_SITE,
     DictionaryBasis,
+    DictionarySpec,
     parse_dictionary,
 )
 from bench.bases.path import load_path
 
 if TYPE_CHECKING:
-    from bench.models import ModelHandle
+    from bench.model.handle import ModelHandle
 
 log = logging.getLogger(__name__)
+
+
+# kind -> loader(handle, basis, site, spec) -> (per-layer SAEs, source record, quality)
+Loader = Callable[["ModelHandle", str, str, DictionarySpec], tuple[list, dict[str, Any], Any]]
+DICTIONARY_SOURCES: dict[str, Loader] = {}
+
+
+def register_dictionary_source(kind: str, loader: Loader) -> Loader:
+    """Register where ``dictionary="<kind>:..."`` comes from (SAELens's registry pattern)."""
+    DICTIONARY_SOURCES[kind] = loader
+    return loader
+
+
+def _load_path(handle, basis, site, spec):
+    return load_path(handle.sites, basis, site, spec.target)
+
+
+def _load_release(handle, basis, site, spec):
+    from bench.bases.releases import load_release
+
+    return load_release(handle.sites, basis, site, spec.target, spec.selector)
+
+
+register_dictionary_source("path", _load_path)
+register_dictionary_source("release", _load_release)
 
 
 def make_dictionary_basis(
@@ -58,17 +87,12 @@ def make_dictionary_basis(
             f"{TRANSCODER_READ_SITE!r}); pass site={TRANSCODER_WRITE_SITE!r}, not {site!r}"
         )
     spec = parse_dictionary(dictionary)
-    if spec.kind == "path":
-        saes, source, quality = load_path(sites, basis, site, spec.target)
-    elif spec.kind == "release":
-        from bench.bases.releases import load_release
-
-        saes, source, quality = load_release(sites, basis, site, spec.target, spec.selector)
-    else:
-        from bench.training.train import local_dictionary_dir
-
-        directory = local_dictionary_dir(handle, basis, site, spec.target, spec.options)
-        saes, _, quality = load_path(sites, basis, site, str(directory))
-        source = {"source": f"local:{directory.parent.name}/{directory.name}"}
+    if spec.kind not in DICTIONARY_SOURCES:
+        raise ValueError(
+            f"dictionary {dictionary!r}: source {spec.kind!r} is not registered (registered: "
+            f"{', '.join(DICTIONARY_SOURCES)}); 'local' is registered by importing "
+            "bench.training.local, as run_sweep and the suite do"
+        )
+    saes, source, quality = DICTIONARY_SOURCES[spec.kind](handle, basis, site, spec)
     read_site = TRANSCODER_READ_SITE if basis == "transcoder" else site
     return DictionaryBasis(basis, site, read_site, saes, str(dictionary), source, quality)

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from bench.sites import SiteTable
+from bench.model.sites import SiteTable
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.bases.dictionary import check_affine, check_config, prepare
-from bench.sites import SiteTable
+from bench.model.sites import SiteTable
 
 log = logging.getLogger(__name__)
 

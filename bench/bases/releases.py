@@ -31,8 +31,8 @@ from typing import Any
 
 from bench.bases.dictionary import check_affine, check_config, prepare
 from bench.bases.path import every_layer, group_layers
-from bench.cache import cache_dir
-from bench.sites import SiteTable
+from bench.core.cache import cache_dir
+from bench.model.sites import SiteTable
 
 log = logging.getLogger(__name__)
 

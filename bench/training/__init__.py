@@ -24,7 +24,8 @@ command line.
 4. activations (:mod:`bench.training.activations`): ``n_tokens`` distinct tokens, whole windows
    sampled (seeded) from the whole corpus, go through the model once (by default a bfloat16
    copy: 2x faster on CPU, activations within 0.3% of float32), capturing every layer's read and
-   write site through ``bench.interventions.intervene``; the rows are held in memory as bfloat16
+   write site through ``bench.model.interventions.intervene``; the rows are held in memory as
+   bfloat16
    (layers train in groups when they exceed ``max_buffer_gb``), scaled to mean norm sqrt(d)
    (sae-lens's ``expected_average_only_in``), and replayed for ``epochs`` passes in seeded
    orders, so the stream is a pure function of the batch index; sae-lens's ``MultiSAETrainer``
@@ -39,6 +40,6 @@ command line.
 6. the trained dictionaries are in sae-lens's inference format (``save_inference_model``), their
    quality measured on held-out windows (:mod:`bench.training.quality`), and the entry
    ``<hook_name>/`` dirs + ``quality.json`` + ``manifest.json`` (with every file's sha256)
-   renamed into place atomically (``bench.cache.atomic_path``): a partial run is never visible
+   renamed into place atomically (``bench.core.cache.atomic_path``): a partial run is never visible
    as a finished entry.
 """

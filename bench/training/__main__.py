@@ -51,7 +51,7 @@ def _layers(text: str | None, n_layers: int | None = None) -> list[int] | None:
 
 def _check_numbers(args: argparse.Namespace) -> None:
     """Every number of ``train``/``quality`` in range, before the model loads."""
-    from bench.validate import check_int
+    from bench.core.checks import check_int
 
     if args.threads is not None:
         check_int(args.threads, "--threads", 1)
@@ -96,7 +96,7 @@ def quality_table(quality: dict) -> str:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from bench import load_model
+    from bench.model.load import load_model
     from bench.training import train as training
 
     changes = {
@@ -134,10 +134,11 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _quality(args: argparse.Namespace) -> int:
-    from bench import load_model
     from bench.bases.dictionary import parse_dictionary
     from bench.bases.loading import make_dictionary_basis
     from bench.bases.releases import quality_path
+    from bench.model.load import load_model
+    from bench.training import local as _local_source  # noqa: F401 (registers "local")
     from bench.training.quality import measure_quality
     from bench.training.train import default_corpus
 

@@ -3,7 +3,8 @@ seeded epochs (step 4 of :mod:`bench.training`).
 
 1. :func:`collect`: the training windows run through the model a group at a time, under no_grad,
    capturing the read and the write site of every requested layer with
-   ``bench.interventions.intervene``; the first ``skip_first`` positions of each window are dropped
+   ``bench.model.interventions.intervene``; the first ``skip_first`` positions of each window are
+    dropped
    (see ``TrainConfig``) and the rest stored as bfloat16 rows, ``[n_tokens, d]`` per site and
    layer (smollm2-135m: 30 layers x 131k tokens x 576 x 2 B = 4.5 GB for an SAE);
 2. :func:`batches`: batch ``i`` of epoch ``e`` is rows ``perm_e[i*B:(i+1)*B]`` with ``perm_e`` a
@@ -23,8 +24,8 @@ from collections.abc import Callable, Iterator
 import torch
 from tqdm.auto import tqdm
 
-from bench.interventions import intervene
-from bench.sites import SiteTable
+from bench.model.interventions import intervene
+from bench.model.sites import SiteTable
 
 Buffers = dict[str, tuple[torch.Tensor, torch.Tensor | None]]  # hook -> ([N, d_in], [N, d_out])
 

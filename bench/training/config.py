@@ -8,7 +8,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from bench.validate import API, FLOAT_DTYPES, BadInputError, check_int, check_positive_float, label
+from bench.core.checks import API, FLOAT_DTYPES, check_int, check_positive_float, label
+from bench.core.errors import BadInputError
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-from bench.cache import atomic_path, cache_dir, sha256_file
+from bench.core.cache import atomic_path, cache_dir, sha256_file
 
 log = logging.getLogger(__name__)
 

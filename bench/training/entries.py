@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from bench.cache import atomic_path, cache_dir, files_sha256, verify_files
+from bench.core.cache import atomic_path, cache_dir, files_sha256, verify_files
 from bench.training.config import TrainConfig
 from bench.training.corpus import Corpus
 

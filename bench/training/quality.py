@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from bench.interventions import intervene
+from bench.model.interventions import intervene
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def _baseline_path(handle, site: str, windows: torch.Tensor, skip_first: int):
     model, the site and the text, never on the dictionary."""
     import hashlib
 
-    from bench.cache import cache_dir
+    from bench.core.cache import cache_dir
     from bench.training.entries import model_key
 
     h = hashlib.sha256(windows.cpu().numpy().tobytes())
@@ -112,7 +112,7 @@ def ce_loss(
     disk (:func:`_baseline_path`): a dictionary's quality costs one forward per layer."""
     import json
 
-    from bench.cache import atomic_path
+    from bench.core.cache import atomic_path
 
     layers = sorted(saes)
     groups = list(windows.to(handle.device).split(batch))

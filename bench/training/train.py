@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from bench.cache import atomic_path, cache_lock, files_sha256
+from bench.core.cache import atomic_path, cache_lock, files_sha256
 from bench.training.activations import batches, collect, mean_and_scale
 from bench.training.config import (
     CLI_NAMES,
@@ -266,7 +266,7 @@ def train_local(
     names: dict[str, str] | None = None,
 ) -> Path:
     """Train (or find) local SAEs; the finished entry directory (module docstring). One
-    process trains an entry at a time (:func:`bench.cache.cache_lock`): a second caller waits,
+    process trains an entry at a time (:func:`bench.core.cache.cache_lock`): a second caller waits,
     then finds it. ``names``: how the caller spells the config's fields in messages
     (:func:`check_config`)."""
     cfg = cfg or DEFAULT_CONFIG
@@ -358,7 +358,7 @@ def local_dictionary_dir(
     handle, basis: str, site: str, name: str = "", options: dict[str, int] | None = None
 ) -> Path:
     """The finished local entry for every layer of ``site`` of ``handle``'s model (a
-    :class:`~bench.models.ModelHandle`), trained now if missing: the default config, the named
+    :class:`~bench.model.handle.ModelHandle`), trained now if missing: the default config, the named
     config ``name`` (:data:`bench.training.config.PRESETS`), changed by ``options``."""
     from bench.bases.dictionary import LOCAL_OPTIONS
 

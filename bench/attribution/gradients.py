@@ -1,0 +1,129 @@
+"""``atp`` and ``relp``: (u(x) − r(x)) · ∂m/∂u, one shared backward for every basis of a group.
+
+- ``atp``: attribution patching (Nanda 2023; Kramár et al. 2024), the gradient at x;
+- ``relp``: the same product with the gradient taken in the RelP replacement model
+  (Jafari et al. 2025; :mod:`bench.model.relp`).
+
+Steps per batch: (1) one gradient forward on the clean prompts capturing every site the bases
+use, and (``patch`` only) one plain forward on the counterfactual prompts; (2) per basis,
+encode both, pull the site gradient back to the units and accumulate the per-node products.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from tqdm.auto import tqdm
+
+from bench.attribution.nodes import NodeScores
+from bench.attribution.registry import MethodArgs, register_method
+from bench.bases import Basis
+from bench.core.finite import check_finite
+from bench.model.handle import ModelHandle
+from bench.model.interventions import intervene
+from bench.model.relp import relp_replacement
+from bench.sweep.references import get_reference
+from bench.sweep.units import LayerUnits, metric, unit_values
+
+
+def batches(split: dict[str, torch.Tensor], batch_size: int):
+    n = split["clean_ids"].shape[0]
+    for start in range(0, n, batch_size):
+        yield {k: v[start : start + batch_size] for k, v in split.items()}
+
+
+def values_of(handle: ModelHandle, basis: Basis, ids: torch.Tensor) -> dict[int, LayerUnits]:
+    with torch.no_grad(), unit_values(handle, basis) as vals:
+        handle.model(input_ids=ids, logits_to_keep=1)
+    return dict(vals)
+
+
+def _site_values(handle, keys, ids) -> dict:
+    with torch.no_grad(), intervene(handle.sites, capture=keys) as acts:
+        handle.model(input_ids=ids, logits_to_keep=1)
+    return dict(acts)
+
+
+def _gradient_products(handle, bases: list[Basis], batch, relp: bool, accs, ref: str, means):
+    """(u(x) − r(x)) · ∂m/∂u for every basis at once, summed over the batch, into ``accs``.
+
+    One gradient forward captures every site a basis writes (and reads): ∂m/∂x at a site is
+    shared by all bases there, and a dictionary's latents get it pulled back through their
+    linear decoder, its error node gets it unchanged (the error enters the site additively).
+    So neurons@mlp_out and sae@mlp_out cost one backward pass, not two. ``ref``: the reference
+    (``patch`` encodes the counterfactual prompts' sites; ``mean`` reads ``means``, per basis).
+    """
+    n_layers = handle.sites.n_layers
+    write = list(dict.fromkeys(b.site for b in bases))
+    read = [s for s in dict.fromkeys(b.read_site for b in bases) if s not in write]
+    grad_keys = [(s, layer) for s in write for layer in range(n_layers)]
+    keys = grad_keys + [(s, layer) for s in read for layer in range(n_layers)]
+    ctx = relp_replacement(handle.sites) if relp else contextlib.nullcontext()
+    with ctx, intervene(handle.sites, capture=keys, grad=True) as acts:
+        m = metric(handle, batch["clean_ids"], batch["clean_answer_id"], batch["cf_answer_id"])
+    clean = {k: v.detach() for k, v in acts.items()}
+    reference = get_reference(ref)
+    cf = _site_values(handle, keys, batch["cf_ids"]) if reference.from_counterfactual else None
+    grads = torch.autograd.grad(m.sum(), [acts[k] for k in grad_keys], allow_unused=True)
+    grad = dict(zip(grad_keys, grads, strict=True))
+    with torch.no_grad():
+        for i, (basis, (acc_u, acc_e)) in enumerate(zip(bases, accs, strict=True)):
+            read_site = basis.read_site
+            for layer in range(n_layers):
+                g = grad[(basis.site, layer)]
+                if g is None:
+                    continue
+                x = clean[(basis.site, layer)]
+                check_finite(x, f"{basis.site} layer {layer}")
+                u = basis.encode(layer, clean[(read_site, layer)])
+                if reference.from_counterfactual:  # patch
+                    u_r = basis.encode(layer, cf[(read_site, layer)])
+                    e_r = cf[(basis.site, layer)] - basis.decode(layer, u_r)
+                elif reference.needs_means:  # mean
+                    u_r, e_r = means[i][layer].units, means[i][layer].error
+                else:  # zero
+                    u_r, e_r = torch.zeros_like(u), torch.zeros_like(x)
+                gu = basis.pullback(layer, g, u.shape[-1])
+                acc_u[layer] += ((u - u_r).float() * gu.float()).sum(0)
+                if basis.has_error:
+                    diff = (x - basis.decode(layer, u)) - e_r
+                    acc_e[layer] += (diff.float() * g.float()).sum(-1).sum(0)
+
+
+def _joint_gradient_products(
+    handle: ModelHandle, bases: list[Basis], train, args: MethodArgs, relp: bool
+) -> list[NodeScores]:
+    """``atp``/``relp``: one gradient forward and backward per batch for every basis."""
+    method, reference, batch_size = ("relp" if relp else "atp"), args.reference, args.batch_size
+    n = train["clean_ids"].shape[0]
+    n_layers, seq = handle.sites.n_layers, train["clean_ids"].shape[1]
+    means = [
+        get_reference(reference).split_means(handle, b, train["cf_ids"], batch_size) for b in bases
+    ]
+    accs = [
+        (
+            torch.zeros((n_layers, seq, b.n_units()), dtype=torch.float32, device=handle.device),
+            torch.zeros((n_layers, seq), dtype=torch.float32, device=handle.device),
+        )
+        for b in bases
+    ]
+    chunks = list(batches(train, batch_size))
+    what = f"attribution ({method}, {len(bases)} bases)" if len(bases) > 1 else method
+    for batch in tqdm(chunks, desc=what, disable=not args.progress):
+        _gradient_products(handle, bases, batch, relp, accs, reference, means)
+    out = []
+    for b, (acc_u, acc_e) in zip(bases, accs, strict=True):
+        check_finite(acc_u, f"{method} scores")
+        out.append(NodeScores(acc_u / n, acc_e / n if b.has_error else None, method))
+    return out
+
+
+@register_method("atp", joint=True)
+def _atp(handle: ModelHandle, bases: list[Basis], train, args: MethodArgs) -> list[NodeScores]:
+    return _joint_gradient_products(handle, bases, train, args, relp=False)
+
+
+@register_method("relp", joint=True)
+def _relp(handle: ModelHandle, bases: list[Basis], train, args: MethodArgs) -> list[NodeScores]:
+    return _joint_gradient_products(handle, bases, train, args, relp=True)

@@ -1,0 +1,3 @@
+"""Results as plain data: the SweepResult schema, provenance, the reference check against
+baselines/ and the verdict. No torch at import time.
+"""

@@ -1,0 +1,121 @@
+"""Results as plain data: :class:`SweepResult` with a schema version and JSON round trip.
+
+A SweepResult identifies its cell (model, task, basis, site, dictionary, method, ablation),
+holds the curves on the shared size grid with bootstrap CI bands, the scalar scores with CIs,
+and the provenance a reader needs (seed, split sizes, library versions, git commit, timings).
+Reports read only these files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.core.cache import write_json_atomic
+
+SCHEMA_VERSION = 2  # 2: protocol and consistency
+
+
+class ResultSchemaError(ValueError):
+    pass
+
+
+@dataclass
+class SweepResult:
+    # -- the cell
+    model: str
+    task: str
+    task_version: str
+    basis: str  # neurons | sae | transcoder
+    site: str
+    method: str  # atp | ig | relp | exact | random
+    ablation: str  # the protocol: patch | mean | zero | marks (unmatched)
+    dictionary: str | None  # sae/transcoder source ("local", "release:...", "path:..."), else None
+    error_mode: str | None  # sae error nodes: keep | ablate; None for neurons
+    # -- the curves on the shared grid (index i is circuit size sizes[i])
+    n_nodes: int
+    sizes: list[int]
+    faithfulness: list[float]
+    faithfulness_ci: list[list[float]]  # [[lo, hi], ...] bootstrap 95% per size
+    completeness: list[float]
+    completeness_ci: list[list[float]]
+    # -- scalars, each with a bootstrap 95% CI [lo, hi]
+    k_at_0_8: float | None  # None when F never reaches 0.8
+    k_at_0_8_ci: list[float | None]
+    auc: float
+    auc_ci: list[float]
+    cpr: float
+    cpr_ci: list[float]
+    cmd: float
+    cmd_ci: list[float]
+    m_full: float  # mean metric of the unablated model on the test split
+    m_empty: float  # mean metric with every ablatable node ablated
+    # -- provenance
+    seed: int
+    n_train: int
+    n_test: int
+    seq_len: int
+    # -- the protocol (bench.protocol: references of both stages, error mode, matched) and the
+    # consistency check (zero_score_fraction, n_nonzero, f_nonzero: F of the circuit of every
+    # node with a non-zero score, ≈ 1 under a matched protocol)
+    protocol: dict[str, Any] = field(default_factory=dict)
+    consistency: dict[str, Any] = field(default_factory=dict)
+    dictionary_quality: dict[str, Any] | None = None
+    versions: dict[str, str] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        """The JSON text; with ``path``, also written atomically there."""
+        data = self.to_dict()
+        if path is not None:
+            write_json_atomic(path, data)  # as given: a trailing '/' is refused
+        return json.dumps(data, indent=2)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], origin: str = "<dict>") -> SweepResult:
+        version = data.get("schema_version")
+        if not isinstance(version, int):
+            raise ResultSchemaError(f"{origin}: no integer schema_version; not a SweepResult?")
+        if version > SCHEMA_VERSION:
+            raise ResultSchemaError(
+                f"{origin}: schema_version {version} is newer than this sparsebench reads "
+                f"({SCHEMA_VERSION}); upgrade sparsebench"
+            )
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        required = [
+            n
+            for n, f in fields.items()
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        ]
+        if version == 1 and "protocol" not in data:  # v1 always attributed against x′
+            ablation = data.get("ablation")
+            data = {**data, "protocol": {
+                "name": ablation, "attribution_reference": "patch", "ablation_reference": ablation,
+                "matched": ablation == "patch", "error_mode": data.get("error_mode"),
+            }}  # fmt: skip
+        missing = [n for n in required if n not in data]
+        if missing:
+            raise ResultSchemaError(f"{origin}: missing field(s) {', '.join(missing)}")
+        return cls(**{k: v for k, v in data.items() if k in fields})
+
+    @classmethod
+    def from_json(cls, text_or_path: str | Path) -> SweepResult:
+        """Parse JSON text, or read a file when given a path."""
+        origin = "<text>"
+        text = str(text_or_path)
+        if isinstance(text_or_path, Path) or not text.lstrip().startswith("{"):
+            origin = str(text_or_path)
+            text = Path(text_or_path).read_text()
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ResultSchemaError(f"{origin}: not valid JSON ({err})") from err
+        return cls.from_dict(data, origin)

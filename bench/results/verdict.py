@@ -1,0 +1,167 @@
+"""The answer: per task, is the neuron basis sparser than a dictionary basis? Pure functions
+over saved :class:`~bench.results.result.SweepResult` values (the suite prints it at the end of
+a run;
+``python -m reports`` writes it first in its index).
+
+Steps of :func:`verdict_frame`:
+
+1. group results by (model, task, method, protocol), leaving out ``random`` (the floor);
+2. per group, k@0.8 [95% CI] of every basis, in the order the bases first appear;
+3. per dictionary cell, the paired ratio k@0.8(dictionary) / k@0.8(neurons@mlp_acts) [95% CI]
+   that the harness computed on the same test pairs (``extra["k_ratio_vs_neurons"]``); where
+   a result lacks it, a ratio whose CI is propagated conservatively from the two cells' own
+   CIs (lo_dict / hi_neurons, hi_dict / lo_neurons), marked †;
+4. a verdict from that CI: above 1 → "neurons sparser", below 1 → "<dictionary> sparser",
+   else "no difference at 95%"; when a curve never reaches F = 0.8, the basis that does wins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+
+from bench.cell import Cell
+from bench.results.result import SweepResult
+
+NEURONS = ("neurons", "mlp_acts")
+DICTIONARY_BASES = ("sae", "transcoder")
+METHOD_ORDER = ("relp", "atp", "ig", "exact")
+
+
+def _basis_order(r: SweepResult) -> tuple:
+    return (r.basis in DICTIONARY_BASES, r.basis, r.site != "mlp_acts", r.site, r.dictionary or "")
+
+
+def _propagated(r: SweepResult, neurons: SweepResult) -> dict[str, Any] | None:
+    """A ratio with a CI propagated from the two cells' own CIs (wider than a paired one)."""
+    if r.k_at_0_8 is None or neurons.k_at_0_8 is None:
+        return None
+    (lo_d, hi_d), (lo_n, hi_n) = r.k_at_0_8_ci, neurons.k_at_0_8_ci
+    lo = lo_d / hi_n if lo_d is not None and hi_n else None
+    hi = hi_d / lo_n if hi_d is not None and lo_n else None
+    return {"ratio": r.k_at_0_8 / neurons.k_at_0_8, "ci": [lo, hi], "propagated": True}
+
+
+def cell_label(r: SweepResult) -> str:
+    return Cell.of_result(r).label
+
+
+def fmt_k(k: float | None, ci: Sequence[float | None] | None = None) -> str:
+    if k is None:
+        return "not reached"
+    text = f"{k:,.0f}" if k >= 100 else f"{k:.3g}"
+    if ci and len(ci) == 2:
+        lo, hi = ci
+        lo_t = "—" if lo is None else (f"{lo:,.0f}" if lo >= 100 else f"{lo:.3g}")
+        hi_t = "∞" if hi is None else (f"{hi:,.0f}" if hi >= 100 else f"{hi:.3g}")
+        text += f" [{lo_t}, {hi_t}]"
+    return text
+
+
+def fmt_ratio(ratio: float | None, ci: Sequence[float | None] | None) -> str:
+    if ratio is None:
+        return "—"
+    lo, hi = ci if ci and len(ci) == 2 else (None, None)
+    lo_t = "0" if lo is None else f"{lo:.3g}"
+    hi_t = "∞" if hi is None else f"{hi:.3g}"
+    return f"{ratio:.3g} [{lo_t}, {hi_t}]"
+
+
+def verdict(
+    ratio: dict[str, Any] | None, k_dict: float | None, k_neurons: float | None, name: str
+) -> str:
+    """Step 4: one verdict from the paired ratio's CI (or, failing that, the k values)."""
+    if k_dict is None and k_neurons is None:
+        return "neither reaches F = 0.8"
+    if k_dict is None:
+        return "neurons sparser"
+    if k_neurons is None:
+        return f"{name} sparser"
+    if not ratio or ratio.get("ratio") is None:
+        return "no paired ratio"
+    lo, hi = ratio.get("ci") or (None, None)
+    if lo is not None and lo > 1:
+        return "neurons sparser"
+    if hi is not None and hi < 1:
+        return f"{name} sparser"
+    return "no difference at 95%"
+
+
+def verdict_frame(results: Sequence[SweepResult]) -> pd.DataFrame:
+    """Steps 1-4: one row per (model, task, method, protocol) with k@0.8 per basis and, per
+    dictionary cell, the paired ratio and the verdict."""
+    groups: dict[tuple, list[SweepResult]] = {}
+    for r in results:
+        if r.method != "random":
+            groups.setdefault((r.model, r.task, r.method, r.ablation), []).append(r)
+    rows = []
+    order = {m: i for i, m in enumerate(METHOD_ORDER)}
+    for key in sorted(groups, key=lambda g: (g[0], g[1], order.get(g[2], 99), g[2], g[3])):
+        model, task, method, protocol = key
+        rs = sorted(groups[key], key=_basis_order)
+        row: dict[str, Any] = {"model": model, "task": task, "method": method}
+        row["protocol"] = protocol
+        neurons = next((r for r in rs if (r.basis, r.site) == NEURONS), None)
+        for r in rs:
+            row[f"k@0.8 {cell_label(r)}"] = fmt_k(r.k_at_0_8, r.k_at_0_8_ci)
+        verdicts = []
+        dictionaries = [r for r in rs if r.basis in DICTIONARY_BASES]
+        for r in dictionaries:
+            given = r.extra.get("k_ratio_vs_neurons") if isinstance(r.extra, dict) else None
+            if not (given or {}).get("ratio") and neurons is not None:
+                given = _propagated(r, neurons)
+            given = given or {}
+            text = fmt_ratio(given.get("ratio"), given.get("ci"))
+            row[f"{cell_label(r)} / neurons@mlp_acts"] = text + (
+                "†" if given.get("propagated") else ""
+            )
+            if neurons is not None:
+                name = "SAE" if r.basis == "sae" else r.basis
+                v = verdict(given, r.k_at_0_8, neurons.k_at_0_8, name)
+                verdicts.append(v if len(dictionaries) == 1 else f"{cell_label(r)}: {v}")
+        row["verdict"] = "; ".join(verdicts) if verdicts else "—"
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if len(frame) and frame["model"].nunique() == 1:
+        frame = frame.drop(columns="model")
+    if len(frame) and frame["protocol"].nunique() == 1:
+        frame = frame.drop(columns="protocol")
+    return frame.fillna("—")
+
+
+def verdict_text(results: Sequence[SweepResult]) -> str:
+    """The frame as a fixed-width table for a terminal, with the protocol under it."""
+    frame = verdict_frame(results)
+    if frame.empty:
+        return "(no attributed cells: the verdict needs a method other than random)"
+    protocols = sorted({r.ablation for r in results})
+    notes = []
+    for r in results:
+        p = r.protocol or {}
+        if p and not p.get("matched", True):
+            notes.append(f"protocol {r.ablation!r}: {p.get('description', 'UNMATCHED')}")
+            break
+    low = [
+        cell_label(r) + f" {r.task} {r.method}"
+        for r in results
+        if (r.consistency or {}).get("f_nonzero") is not None
+        and r.method != "random"
+        and r.consistency["f_nonzero"] < 0.9
+    ]
+    lines = [frame.to_string(index=False)]
+    lines.append(
+        f"\nprotocol: {', '.join(protocols)}; ratio = k@0.8(dictionary) / k@0.8(neurons@mlp_acts), "
+        "paired bootstrap 95% CI over test pairs"
+    )
+    if "†" in frame.to_string():
+        lines.append("† no paired ratio in the result: CI propagated from the two cells' CIs")
+    lines += notes
+    if low:
+        lines.append(
+            f"consistency check below 0.9 (F of all non-zero-score nodes) in {len(low)} cell(s): "
+            + ", ".join(low[:8])
+            + (" …" if len(low) > 8 else "")
+        )
+    return "\n".join(lines)

@@ -1,0 +1,163 @@
+"""Per-process suite state: one :class:`Suite` per process holds the handles, datasets, bases
+and joint-attribution stages its cells share, and runs a cell (:meth:`Suite.run_cell`):
+
+1. set-up, untimed: model, dataset, basis (a local SAE trains here on first use), token ids,
+   and the cell's joint-attribution group (:class:`bench.attribution.joint.JointAttribution`,
+   built from every selected cell of the group on its first cell);
+2. the timed body: attribution + sweep (:func:`bench.pipeline.measure`), timed by
+   pytest-benchmark where it runs, else by the SweepResult's own timings;
+3. bare-torch timings (once per dataset and process), the paired k ratio of a dictionary cell
+   against its group's neurons@mlp_acts cell, the SweepResult (:func:`bench.pipeline.finish`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.cell import Cell
+from bench.suite.options import joint_group
+
+log = logging.getLogger(__name__)
+
+
+# ``timed(measure, setup)``: runs ``measure(*args, **kwargs)`` with ``setup()``'s
+# ``(args, kwargs)`` and returns what it returns (pytest-benchmark's ``pedantic`` fits)
+Timer = Callable[[Callable[..., Any], Callable[[], tuple]], Any]
+
+
+def _untimed(fn: Callable[..., Any], setup: Callable[[], tuple]) -> Any:
+    args, kwargs = setup()
+    return fn(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def showing(config, what: str):
+    """Let a long step (first model fetch, local SAE training, a scale-out run) show its
+    progress through pytest's output capture, under a line saying what it is (``config``:
+    pytest's; None, or outside pytest: a log line)."""
+    plugins = config.pluginmanager if config is not None else None
+    capman = plugins.getplugin("capturemanager") if plugins else None
+    reporter = plugins.getplugin("terminalreporter") if plugins else None
+    if capman is None or reporter is None:
+        log.info("sparsebench: %s", what)
+        yield
+        return
+    with capman.global_and_fixture_disabled():
+        reporter.write_line(f"\nsparsebench: {what}")
+        yield
+
+
+@dataclass
+class Suite:
+    """One process's state: loaded models, datasets and bases, each group's joint attribution
+    and neurons@mlp_acts measurement; and the results, checks and references of its run."""
+
+    cells: list = field(default_factory=list)
+    dtype: str = "auto"
+    device: str = "cpu"
+    config: object = None  # the pytest config, when run by pytest (progress lines)
+    handles: dict = field(default_factory=dict)
+    datasets: dict = field(default_factory=dict)
+    bases: dict = field(default_factory=dict)
+    bare_torch_timings: dict = field(default_factory=dict)
+    neuron_cells: dict = field(default_factory=dict)  # per-pair metrics for paired k ratios
+    results: list = field(default_factory=list)  # every cell's SweepResult, for the verdict
+    written: list = field(default_factory=list)  # (cell index, result file) of this process
+    joints: dict = field(default_factory=dict)  # joint group -> its JointAttribution
+    checks: list = field(default_factory=list)
+    updated: list = field(default_factory=list)
+
+    def shown(self, what: str):
+        return showing(self.config, what)
+
+    def handle(self, model: str):
+        if model not in self.handles:
+            from bench.model.load import load_model
+
+            with self.shown(f"loading {model} on {self.device} (first use fetches it)"):
+                self.handles[model] = load_model(model, device=self.device, dtype=self.dtype)
+        return self.handles[model]
+
+    def basis(self, cell: Cell):
+        """Each basis is built once per run (a local SAE trains here on first use)."""
+        key = (cell.model, cell.basis, cell.site, cell.dictionary)
+        if key not in self.bases:
+            from bench.bases import make_basis
+
+            handle = self.handle(cell.model)
+            local = cell.dictionary and cell.dictionary.split(":")[0] == "local"
+            note = " (a local dictionary trains on first use)" if local else ""
+            shown = self.shown(f"building basis {cell.label}{note}") if cell.dictionary else None
+            with shown or contextlib.nullcontext():
+                self.bases[key] = make_basis(handle, cell.basis, cell.site, cell.dictionary)
+        return self.bases[key]
+
+    joint_group = staticmethod(joint_group)
+
+    def joint(self, cell: Cell):
+        """The JointAttribution of ``cell``'s group (built on the group's first cell, from every
+        selected cell of the group); None for methods that attribute one basis at a time."""
+        from bench.attribution.joint import JointAttribution
+        from bench.attribution.registry import get_method
+        from bench.pipeline import prepare
+
+        if not get_method(cell.method).joint:
+            return None
+        group = joint_group(cell)
+        if group not in self.joints:
+            handle, ds = self.handle(cell.model), self.dataset(cell)
+            members = [c for c in self.cells if joint_group(c) == group]
+            preps = [prepare(handle, ds, c, self.basis(c)) for c in members]
+            self.joints[group] = JointAttribution(preps)
+        return self.joints[group]
+
+    def dataset(self, cell: Cell):
+        key = (cell.model, cell.task, cell.n_train, cell.n_test)
+        if key not in self.datasets:
+            from tasks import get_task
+
+            tok = self.handle(cell.model).tokenizer
+            self.datasets[key] = get_task(cell.task).build(tok, cell.n_train, cell.n_test, 0)
+        return self.datasets[key]
+
+    def run_cell(self, cell: Cell, timed: Timer | None = None):
+        """Steps 1-3 of the module docstring for one cell of ``self.cells``; the SweepResult.
+        ``timed``: how the body is timed (pytest-benchmark's ``pedantic``; default: not)."""
+        from bench.pipeline import finish, measure, measure_bare_torch, prepare
+
+        handle, ds = self.handle(cell.model), self.dataset(cell)
+        prepared = []
+
+        def setup():  # untimed: bases (SAEs load or train here), token ids, the joint group
+            prepared.append(prepare(handle, ds, cell, self.basis(cell)))
+            return (prepared[-1],), {"cache": True, "joint": self.joint(cell)}
+
+        measured = (timed or _untimed)(measure, setup)
+        prep = prepared[-1]
+        key = (cell.model, cell.task, cell.n_train, cell.n_test)
+        if key not in self.bare_torch_timings:  # bare torch on this dataset's batches, once
+            batch = {k: v[: prep.settings.batch_size] for k, v in prep.train.items()}
+            self.bare_torch_timings[key] = measure_bare_torch(handle, batch, prep.test)
+        # k@0.8(dictionary) / k@0.8(neurons@mlp_acts) with a paired bootstrap over the same pairs
+        pair_key = joint_group(cell)
+        if (cell.basis, cell.site) == ("neurons", "mlp_acts"):
+            self.neuron_cells[pair_key] = measured
+        denominator = None
+        if cell.basis != "neurons" and pair_key in self.neuron_cells:
+            denominator = ("neurons@mlp_acts", self.neuron_cells[pair_key])
+        return finish(
+            prep, measured, bare_torch=self.bare_torch_timings[key], ratio_denominator=denominator
+        )
+
+
+def ordered(results: list, cells: list[Cell]) -> list:
+    """``results`` in the order of their cells in ``cells`` (the order a serial run makes)."""
+    index = {(c.model, c.task, c.label, c.method): i for i, c in enumerate(cells)}
+    return sorted(
+        results,
+        key=lambda r: index.get((r.model, r.task, Cell.of_result(r).label, r.method), len(index)),
+    )

@@ -1,0 +1,110 @@
+"""The ablation sweep: faithfulness and completeness of C_k on the test split.
+
+Steps of :func:`evaluate`:
+
+1. ablation values per layer from the test split: the protocol's reference (docs/METHOD.md,
+   "Attribution baseline and ablation"; :mod:`bench.protocol`): ``patch`` — the unit's value
+   on the pair's own counterfactual prompt; ``mean`` — each unit's mean over the
+   counterfactual test prompts, per position; ``zero``;
+2. rank nodes by |score| (ties broken by node order, so every basis and method is ranked the
+   same way); C_k = the k best;
+3. m(M): the unablated model; m(∅): every ablatable node ablated;
+4. for each k of the shared grid, m(C_k) (nodes outside C_k ablated) and m(M∖C_k) (nodes in
+   C_k ablated), several masks per forward: the test batch is repeated once per mask;
+5. the consistency check: m of the circuit holding every node with a non-zero score (≈ m(M)
+   under a matched protocol, since every zero-scored node then sits at its reference or
+   cannot reach the metric).
+
+It returns per-pair metrics; :mod:`bench.sweep.scores` turns them into curves and scalars.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from bench.bases import Basis
+from bench.model.handle import ModelHandle
+from bench.sweep.units import AblationValues, metric, unit_ablation
+
+log = logging.getLogger(__name__)
+
+
+def node_ranks(scores: torch.Tensor) -> torch.Tensor:
+    """Step 2: rank of each node by |score|, 0 = most important.  # [n_nodes]"""
+    order = torch.argsort(scores.abs().double(), descending=True, stable=True)
+    ranks = torch.empty_like(order)
+    ranks[order] = torch.arange(len(order))
+    return ranks
+
+
+def _keep(ranks: torch.Tensor, ks: torch.Tensor, faith: torch.Tensor) -> torch.Tensor:
+    """Keep masks [masks, *ranks.shape]: rank < k for faithfulness, rank >= k otherwise."""
+    shape = (-1, *([1] * ranks.dim()))
+    inside = ranks.unsqueeze(0) < ks.view(shape)
+    return torch.where(faith.view(shape), inside, ~inside)
+
+
+@dataclass
+class SweepMetrics:
+    m_faith: np.ndarray  # [sizes, pairs]: m(C_k)
+    m_comp: np.ndarray  # [sizes, pairs]: m(M∖C_k)
+    m_full: np.ndarray  # [pairs]
+    m_empty: np.ndarray  # [pairs]
+    n_forwards: int  # forwards of the test batch this cost (one per mask)
+    m_nonzero: np.ndarray | None = None  # [pairs]: m of the circuit of all non-zero scores
+    k_nonzero: int | None = None  # how many nodes have a non-zero score
+
+
+def evaluate(
+    handle: ModelHandle,
+    basis: Basis,
+    test: dict[str, torch.Tensor],
+    ranks: torch.Tensor,  # [n_nodes]: units (layers*pos*n) then error nodes if ablatable
+    sizes: list[int],
+    values: AblationValues,
+    ablate_error: bool,
+    masks_per_forward: int = 8,
+    progress: bool = False,
+    k_nonzero: int | None = None,
+) -> SweepMetrics:
+    """Steps 3-5: per-pair metrics of the full model, the empty circuit, every C_k and (with
+    ``k_nonzero``, the number of nodes with a non-zero score) the consistency circuit."""
+    n_layers, seq, n_units = handle.sites.n_layers, test["clean_ids"].shape[1], basis.n_units()
+    n_unit_nodes = n_layers * seq * n_units
+    unit_ranks = ranks[:n_unit_nodes].view(n_layers, seq, n_units).to(handle.device)
+    err_ranks = ranks[n_unit_nodes:].view(n_layers, seq).to(handle.device) if ablate_error else None
+    args = (test["clean_answer_id"], test["cf_answer_id"])
+
+    with torch.no_grad():
+        m_full = metric(handle, test["clean_ids"], *args)
+
+    # Each mask is (k, in_circuit_kept): faithfulness keeps rank < k, completeness rank >= k.
+    masks = [(0, True)] + [(k, True) for k in sizes] + [(k, False) for k in sizes]
+    if k_nonzero is not None:  # last, so the grid's masks batch exactly as without it
+        masks.append((k_nonzero, True))
+    results: list[torch.Tensor] = []
+    chunks = [masks[i : i + masks_per_forward] for i in range(0, len(masks), masks_per_forward)]
+    for chunk in tqdm(chunks, desc="sweep", disable=not progress):
+        ks = torch.tensor([k for k, _ in chunk], device=handle.device)
+        faith = torch.tensor([f for _, f in chunk], device=handle.device)
+        keep_err = _keep(err_ranks, ks, faith) if err_ranks is not None else None
+        keep = _keep(unit_ranks, ks, faith)
+        with torch.no_grad(), unit_ablation(handle, basis, keep, keep_err, values):
+            ids = test["clean_ids"].repeat(len(chunk), 1)
+            results.append(metric(handle, ids, *args).view(len(chunk), -1))
+    m = torch.cat(results).double().cpu().numpy()  # [1 + 2*sizes, pairs]
+    n = len(sizes)
+    return SweepMetrics(
+        m_faith=m[1 : 1 + n],
+        m_comp=m[1 + n : 1 + 2 * n],
+        m_full=m_full.double().cpu().numpy(),
+        m_empty=m[0],
+        n_forwards=len(masks) + 2,  # + the unablated forward + the counterfactual forward
+        m_nonzero=m[1 + 2 * n] if k_nonzero is not None else None,
+        k_nonzero=k_nonzero,
+    )

@@ -1,0 +1,148 @@
+"""Units in the forward pass: the metric, unit capture with gradients, and unit ablation.
+
+Everything the attribution and sweep stages do to a model goes through three context managers
+built on :func:`bench.model.interventions.intervene`, applied at the basis's site on every layer:
+
+1. :func:`unit_values` — record units (and error nodes) per layer, no gradients;
+2. :func:`unit_leaves` — make units (and error nodes) leaves of the autograd graph without
+   changing any value: the site's activation becomes ``x + (dec(u) - stopgrad(dec(u)))``
+   (+ the same for the error), so ∂m/∂u is the gradient at the unit and upstream gradients are
+   untouched (the direct, one-basis-at-a-time form; :mod:`bench.attribution` shares one site
+   gradient across bases, and the tests hold the two equal);
+3. :func:`unit_ablation` — run S circuit masks at once on a batch repeated S times; a unit
+   outside its mask takes its ablation value (mean, zero, or counterfactual).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from bench.bases import Basis
+from bench.core.finite import check_finite
+from bench.model.handle import ModelHandle
+from bench.model.interventions import intervene
+from tasks.metric import logit_difference
+
+
+def metric(handle: ModelHandle, ids: torch.Tensor, clean_ans: torch.Tensor, cf_ans: torch.Tensor):
+    """m = logit[clean answer] − logit[counterfactual answer] at the last position.  # [batch]"""
+    logits = handle.model(input_ids=ids, logits_to_keep=1).logits[:, -1]  # [batch, vocab]
+    return logit_difference(logits, clean_ans, cf_ans)
+
+
+@contextlib.contextmanager
+def _at_every_layer(handle: ModelHandle, basis: Basis, make) -> Iterator[None]:
+    """Replace the basis's site on every layer with ``make(layer, read)``'s function.
+
+    ``read(layer, x)`` is what the basis encodes: the site's own activation ``x``, or, for a
+    basis that reads elsewhere (a transcoder reads ``mlp_in`` and writes ``mlp_out``), the
+    activation captured at its ``read_site`` earlier in the same forward pass.
+    """
+    read_site = basis.read_site
+    layers = range(handle.sites.n_layers)
+    capture = [] if read_site == basis.site else [(read_site, layer) for layer in layers]
+    holder: dict[str, dict] = {}
+
+    def read(layer: int, x: torch.Tensor) -> torch.Tensor:
+        return holder["acts"][(read_site, layer)].detach() if capture else x
+
+    replace = {(basis.site, layer): make(layer, read) for layer in layers}
+    with intervene(handle.sites, capture=capture, replace=replace) as acts:
+        holder["acts"] = acts
+        yield
+
+
+@dataclass
+class LayerUnits:
+    units: torch.Tensor  # [batch, pos, n_units]
+    error: torch.Tensor | None  # [batch, pos, width], dictionary bases only
+
+
+@contextlib.contextmanager
+def unit_values(handle: ModelHandle, basis: Basis) -> Iterator[dict[int, LayerUnits]]:
+    """Fill a dict layer -> LayerUnits on each forward (no gradients)."""
+    out: dict[int, LayerUnits] = {}
+
+    def make(layer: int, read):
+        def fn(x: torch.Tensor) -> torch.Tensor:
+            x = x.detach()
+            check_finite(x, f"{basis.site} layer {layer}")
+            u = basis.encode(layer, read(layer, x))
+            err = x - basis.decode(layer, u) if basis.has_error else None
+            out[layer] = LayerUnits(u, err)
+            return x
+
+        return fn
+
+    with _at_every_layer(handle, basis, make):
+        yield out
+
+
+@contextlib.contextmanager
+def unit_leaves(handle: ModelHandle, basis: Basis) -> Iterator[dict[int, LayerUnits]]:
+    """Fill a dict layer -> LayerUnits of leaf tensors (requires_grad) on each forward."""
+    out: dict[int, LayerUnits] = {}
+
+    def make(layer: int, read):
+        def fn(x: torch.Tensor) -> torch.Tensor:
+            check_finite(x, f"{basis.site} layer {layer}")
+            xd = x.detach()
+            u = basis.encode(layer, read(layer, xd)).detach().requires_grad_(True)
+            new = basis.straight_through(layer, x, u)
+            err = None
+            if basis.has_error:
+                err = (xd - basis.decode(layer, u.detach())).requires_grad_(True)
+                new = new + (err - err.detach())
+            out[layer] = LayerUnits(u, err)
+            return new
+
+        return fn
+
+    with _at_every_layer(handle, basis, make):
+        yield out
+
+
+@dataclass
+class AblationValues:
+    """What an ablated unit becomes, per layer: [pos, n] (mean/zero) or [batch, pos, n] (patch)."""
+
+    units: list[torch.Tensor]
+    error: list[torch.Tensor] | None  # same, for error nodes (dictionary bases)
+
+
+@contextlib.contextmanager
+def unit_ablation(
+    handle: ModelHandle,
+    basis: Basis,
+    keep: torch.Tensor,  # [S, layers, pos, n_units] bool: True = in the kept set
+    keep_error: torch.Tensor | None,  # [S, layers, pos] bool, None = never ablate errors
+    values: AblationValues,
+) -> Iterator[None]:
+    """Run S masks at once: the batch fed to the model must be the base batch repeated S times."""
+    n_masks = keep.shape[0]
+
+    def make(layer: int, read):
+        keep_l = keep[:, layer, None]  # [S, 1, pos, n]
+        abl = values.units[layer]
+
+        def fn(x: torch.Tensor) -> torch.Tensor:  # [S*B, pos, width]
+            sb, pos, _ = x.shape
+            u = basis.encode(layer, read(layer, x))  # [S*B, pos, n]
+            u4 = u.view(n_masks, sb // n_masks, pos, -1)
+            new = torch.where(keep_l, u4, abl.to(u.dtype)).view_as(u)
+            out = basis.splice(layer, x, new, u)  # [S*B, pos, width]
+            if keep_error is not None and values.error is not None:
+                err = (x - basis.decode(layer, u)).view(n_masks, sb // n_masks, pos, -1)
+                k = keep_error[:, layer, None, :, None]  # [S, 1, pos, 1]
+                delta = torch.where(k, torch.zeros_like(err), values.error[layer] - err)
+                out = out + delta.view_as(x)
+            return out
+
+        return fn
+
+    with _at_every_layer(handle, basis, make):
+        yield

@@ -135,3 +135,18 @@ def test_committed_references_cover_the_default_and_quick_suites():
         assert r.faithfulness[-1] == pytest.approx(1, abs=1e-6) and r.completeness[-1] == 0
         # the default protocol is matched, and its consistency check holds in every cell
         assert r.protocol["matched"] and r.consistency["f_nonzero"] >= 0.9, cell_name(r)
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [("site", "attn_out"), ("basis", "sae"), ("dictionary", "local"), ("model", "tiny-gpt2"),
+     ("task", "ioi"), ("method", "relp")],
+)  # fmt: skip
+def test_a_reference_of_another_cell_under_this_cells_name_is_refused(result, tmp_path, field,
+                                                                      value):  # fmt: skip
+    """Issue: an attn_out result filed under an mlp_out reference's name gave 'all held'."""
+    path = reference.update(tmp_path, result)
+    dataclasses.replace(result, **{field: value}).to_json(path)  # the wrong cell, this name
+    (check,) = reference.check_against(tmp_path, result)
+    assert not check.ok and "not comparable" in check.note
+    assert f"{field}: {value} -> {getattr(result, field)}" in check.note

@@ -58,6 +58,8 @@ def test_ladder_cells_are_the_sva_tasks_and_ioi_against_six_local_saes():
         (("--bases", "sae@mlp_out:local:w1024-t16"), "did you mean w1024-t16k"),
         (("--bases", "sae@mlp_out:local:width=x"), "bad local dictionary option 'width=x'"),
         (("--quick", "--ladder"), "--quick and --ladder select different cells"),
+        (("--ladder", "--bases", "neurons@mlp_out"), "--ladder sets its own bases"),
+        (("--bases", "sae@mlp_out:local:width=64,k=x"), "bad local dictionary option 'k=x'"),
     ],
 )
 def test_bad_options_fail_fast_with_valid_choices(args, message):
@@ -111,3 +113,16 @@ def test_the_baseline_cell_runs_first_in_every_group_whatever_the_bases_order():
         "sva_simple-neurons@mlp_out-relp]",
         "sva_simple-neurons@mlp_out-atp]",
     ]
+
+
+def test_bases_keep_a_local_dictionarys_comma_separated_options():
+    """Issue: the README's local:width=W,k=K,... form was split at its commas ('bad basis spec
+    'k=8''); a comma starts a new spec only before '<basis>@'."""
+    from bench.suite.options import split_bases
+
+    specs = "sae@mlp_out:local:width=64,k=8,tokens=2048, neurons@mlp_acts,neurons@mlp_out"
+    local = "sae@mlp_out:local:width=64,k=8,tokens=2048"
+    assert split_bases(specs) == [local, "neurons@mlp_acts", "neurons@mlp_out"]
+    proc = _collect("--tasks", "sva_simple", "--methods", "relp", "--bases", specs)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "sva_simple-sae@mlp_out:local:width=64,k=8,tokens=2048-relp" in proc.stdout

@@ -5,7 +5,9 @@ Steps of :func:`compare`:
 1. find the reference of a cell: ``<dir>/<model>/<task>__<basis>@<site>[__<dictionary>]__
    <method>__<ablation>[__keep]__n<train>x<test>.json`` (one file per cell and split size;
    ``__keep`` marks dictionary cells whose error nodes are kept, not the default);
-2. refuse to compare cells whose task version, seed or split sizes differ (regenerate instead);
+2. refuse to compare a result with a reference of another cell (model, task, basis, site,
+   dictionary, method, protocol, error mode: a file under the wrong name) or whose task version,
+   seed, split sizes or node count differ (regenerate instead);
 3. a scalar passes when it lies inside the reference's bootstrap CI widened by a margin —
    AUC: ±0.02 absolute; k@0.8: ×/÷ 1.25 — so run-to-run float noise passes and a change in
    the ranking that moves the curve fails;
@@ -62,8 +64,20 @@ def compare(
     suite's ``--update-reference``, ``python -m bench compare``'s ``--update``)."""
     cell = cell_name(new)
     same = (
-        "task_version", "seed", "n_train", "n_test", "n_nodes", "ablation", "error_mode", "method"
-    )  # fmt: skip
+        "model",
+        "task",
+        "basis",
+        "site",
+        "dictionary",
+        "method",
+        "ablation",
+        "error_mode",
+        "task_version",
+        "seed",
+        "n_train",
+        "n_test",
+        "n_nodes",
+    )  # fmt: skip  (the full cell identity, then what makes two runs of it comparable)
     diff = [
         f"{k}: {getattr(ref, k)} -> {getattr(new, k)}"
         for k in same

@@ -83,6 +83,13 @@ def _split(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+def split_bases(value: str) -> list[str]:
+    """``--bases``: comma-separated ``basis@site[:dictionary]`` specs. A comma starts a new spec
+    only where ``<basis>@`` follows, so a dictionary's own options keep theirs, as the README
+    writes them: ``sae@mlp_out:local:width=1024,k=32,neurons@mlp_acts`` is two specs."""
+    return [v.strip() for v in re.split(r",(?=\s*[A-Za-z_]+@)", value) if v.strip()]
+
+
 def _unknown(what: str, bad: list[str], valid) -> BadInputError:
     return BadInputError(f"unknown {what} {', '.join(bad)}; valid: {', '.join(valid)}")
 
@@ -110,12 +117,17 @@ def parse_cells(config) -> list[Cell]:
     quick, ladder = opt("--quick"), opt("--ladder")
     if quick and ladder:
         raise BadInputError("--quick and --ladder select different cells; pass one of them")
+    if ladder and opt("--bases"):
+        raise BadInputError(
+            f"--ladder sets its own bases ({ladder_bases()}); drop --bases {opt('--bases')}, or "
+            "drop --ladder to run those bases"
+        )
     all_tasks = [t.name for t in list_tasks()]
     default_tasks = QUICK["tasks"] if quick else LADDER_TASKS if ladder else ",".join(all_tasks)
     default_bases = QUICK["bases"] if quick else ladder_bases() if ladder else DEFAULT_BASES
     default_methods = QUICK["methods"] if quick else "relp" if ladder else DEFAULT_METHODS
     tasks = _split(opt("--tasks") or default_tasks)
-    bases = _split(opt("--bases") or default_bases)
+    bases = split_bases(opt("--bases") or default_bases)
     methods = _split(opt("--methods") or default_methods)
     n_train, n_test = QUICK["n"] if quick else DEFAULT_N
     n_train = n_train if opt("--n-train") is None else opt("--n-train")  # 0 is not "unset"

@@ -15,6 +15,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -242,3 +243,16 @@ def test_gpu_defaults_and_refusals_on_a_cpu_machine(monkeypatch):
     monkeypatch.setattr(torch.version, "cuda", "12.8")  # a CUDA torch on a machine without GPU
     with pytest.raises(BadInputError, match="device='cuda': torch .* has CUDA but sees no GPU"):
         load_model("tiny-llama", device="cuda")
+
+
+def test_ray_with_an_unreachable_address_fails_fast_naming_it(capsys):
+    """Issue: --address 127.0.0.1:1 hung for ever (Ray retries its GCS connection)."""
+    from bench.__main__ import main
+
+    start = time.monotonic()
+    assert main(["ray", "--quick", "--model", "tiny-llama", "--address", "127.0.0.1:1"]) == 2
+    assert time.monotonic() - start < 60
+    err = capsys.readouterr().err
+    assert "--address 127.0.0.1:1: no Ray cluster answers at 127.0.0.1:1" in err
+    assert main(["ray", "--quick", "--model", "tiny-llama", "--address", "headnode"]) == 2
+    assert "give host:port" in capsys.readouterr().err

@@ -26,6 +26,7 @@ own cache (a local SAE trains once per node, under :func:`bench.core.cache.cache
 from __future__ import annotations
 
 import logging
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,31 @@ def check_ray_options(
     return None
 
 
+CONNECT_TIMEOUT_S = 10.0
+
+
+def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """A cluster address answers on TCP within ``timeout`` s, before ``ray.init`` (which
+    retries "Failed to connect to GCS" for ever); ``auto`` and ``local`` are Ray's own."""
+    if address in ("auto", "local"):
+        return
+    hostport = address.removeprefix("ray://")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise BadInputError(
+            f"--address {address}: give host:port (the head's GCS, e.g. 10.0.0.1:6379) or "
+            "ray://host:port (Ray Client, e.g. ray://10.0.0.1:10001)"
+        )
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise BadInputError(
+            f"--address {address}: no Ray cluster answers at {host}:{port} within {timeout:g} s "
+            f"({err}); check that the head node runs (ray start --head), the port (GCS 6379; "
+            "Ray Client 10001 for ray://) and any firewall between here and there"
+        ) from None
+
+
 def _check_cluster(ray, address: str, device: str, cpus_per_task: int) -> None:
     have = ray.cluster_resources()
     if device == "cuda" and have.get("GPU", 0) < 1:
@@ -127,6 +153,8 @@ def run_on_ray(
     :func:`bench.suite.options.parse_cells`)."""
     num_cpus = check_ray_options(device, address, num_cpus, cpus_per_task)
     check_int(object_store_mb, "object_store_mb", 80, style=CLI, why="Ray's minimum")
+    if address is not None:
+        check_reachable(address)  # fails in seconds, naming the address (Ray would hang)
     ray = require_ray()
     if address is None:
         log.info("starting a local Ray instance with %d CPUs", num_cpus)

@@ -59,9 +59,23 @@ def _whole_file_format(path: Path, text: str) -> str | None:
     return None
 
 
+# a pair file is read whole; a run takes n_train + n_test pairs (hundreds) from it
+MAX_PAIR_FILE_BYTES = 64 << 20
+
+
 def read_pairs(path: str | Path) -> list[Pair]:
     """All pairs of a Marks-style JSONL file, in file order (no token-level validation)."""
     path = Path(path)
+    if path.is_dir():
+        raise PairFileError(f"{path}: is a directory; give a JSONL file of pairs (one per line)")
+    if not path.is_file():
+        raise PairFileError(f"{path}: no such file; give a JSONL file of pairs (one per line)")
+    if (size := path.stat().st_size) > MAX_PAIR_FILE_BYTES:
+        raise PairFileError(
+            f"{path}: {size / 2**20:.0f} MiB of pairs, over the {MAX_PAIR_FILE_BYTES >> 20} MiB "
+            "a pair file may hold (it is read whole, and a run uses a few hundred pairs); take "
+            f"a sample first, e.g. shuf -n 20000 {path} > sample.jsonl"
+        )
     pairs = []
     try:
         text = path.read_text(encoding="utf-8")

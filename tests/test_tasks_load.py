@@ -78,3 +78,21 @@ def test_missing_and_empty_files(tmp_path, tok):
     (tmp_path / "empty.jsonl").write_text("\n")
     with pytest.raises(PairFileError, match="holds no pairs"):
         load_pairs(tmp_path / "empty.jsonl", tok)
+
+
+def test_a_directory_or_an_oversized_pair_file_is_refused_before_reading(tmp_path, monkeypatch):
+    """Issue: a directory as --task-file said 'no such file'; a 1-million-line file took 318 s
+    and 7.3 GB to use 12 pairs, with nothing shown."""
+    import tasks.load
+    from bench.__main__ import main
+
+    with pytest.raises(PairFileError, match="is a directory; give a JSONL file"):
+        tasks.load.read_pairs(tmp_path)
+    argv = ["sweep", "--model", "tiny-llama", "--task-file", str(tmp_path), "--out", "r.json"]
+    assert main(argv) == 2
+    big = tmp_path / "big.jsonl"
+    big.write_text('{"clean_prefix": "a", "patch_prefix": "b", "clean_answer": " x", '
+                   '"patch_answer": " y"}\n' * 100)  # fmt: skip
+    monkeypatch.setattr(tasks.load, "MAX_PAIR_FILE_BYTES", 1024)
+    with pytest.raises(PairFileError, match=r"over the 0 MiB a pair file may hold.*shuf -n"):
+        tasks.load.read_pairs(big)

@@ -39,6 +39,10 @@ def check_sweep_args(args: Any) -> None:
     if args.task_file:
         from tasks.load import read_pairs
 
+        if Path(args.task_file).is_dir():
+            raise BadInputError(
+                f"--task-file {args.task_file}: is a directory; give a JSONL file of pairs"
+            )
         if not Path(args.task_file).is_file():
             raise BadInputError(f"--task-file {args.task_file}: no such file")
         read_pairs(args.task_file)  # format errors (JSON array, dataset JSON, ...) before loading

@@ -57,7 +57,7 @@ class Cell:
     @staticmethod
     def parse_basis(spec: str) -> dict[str, Any]:
         """``basis@site[:dictionary]`` as Cell keywords; raises ValueError naming the spec."""
-        from bench.bases import BASIS_NAMES
+        from bench.bases import BASIS_NAMES, TRANSCODER_READ_SITE, TRANSCODER_WRITE_SITE
         from bench.model.sites import SITE_NAMES
 
         basis, _, rest = spec.partition("@")
@@ -69,6 +69,11 @@ class Cell:
             )
         if basis != "neurons" and not dictionary:
             raise ValueError(f"basis spec {spec!r} needs a dictionary, e.g. {spec}:local")
+        if basis == "transcoder" and site != TRANSCODER_WRITE_SITE:
+            raise ValueError(
+                f"basis spec {spec!r}: a transcoder writes {TRANSCODER_WRITE_SITE} (and reads "
+                f"{TRANSCODER_READ_SITE}); write transcoder@{TRANSCODER_WRITE_SITE}:{dictionary}"
+            )
         return {"basis": basis, "site": site, "dictionary": dictionary or None}
 
     @classmethod

@@ -59,6 +59,7 @@ def test_ladder_cells_are_the_sva_tasks_and_ioi_against_six_local_saes():
         (("--bases", "sae@mlp_out:local:width=x"), "bad local dictionary option 'width=x'"),
         (("--quick", "--ladder"), "--quick and --ladder select different cells"),
         (("--ladder", "--bases", "neurons@mlp_out"), "--ladder sets its own bases"),
+        (("--bases", "transcoder@mlp_acts:local"), "write transcoder@mlp_out:local"),
         (("--bases", "sae@mlp_out:local:width=64,k=x"), "bad local dictionary option 'k=x'"),
     ],
 )

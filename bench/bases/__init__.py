@@ -26,9 +26,14 @@ import importlib
 from typing import Any
 
 BASIS_NAMES = ("neurons", "sae", "transcoder")
+# a transcoder reads the MLP input and writes the MLP output (its basis site)
+TRANSCODER_WRITE_SITE, TRANSCODER_READ_SITE = "mlp_out", "mlp_in"
 _LAZY = {"Basis": "bench.bases.basis", "make_basis": "bench.bases.basis",
          "NeuronBasis": "bench.bases.neurons"}  # fmt: skip
-__all__ = ["BASIS_NAMES", "Basis", "NeuronBasis", "make_basis"]
+__all__ = [
+    "BASIS_NAMES", "TRANSCODER_READ_SITE", "TRANSCODER_WRITE_SITE", "Basis", "NeuronBasis",
+    "make_basis",
+]  # fmt: skip
 
 
 def __getattr__(name: str) -> Any:

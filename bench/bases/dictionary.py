@@ -21,7 +21,10 @@ from typing import Any
 
 import torch
 
-from bench.bases import topk_transcoder  # noqa: F401  (registers topk_transcoder in sae-lens)
+from bench.bases import (
+    TRANSCODER_READ_SITE,
+    topk_transcoder,  # noqa: F401  (registers topk_transcoder in sae-lens)
+)
 from bench.bases.hooks import cfg_field, resolve_hook
 from bench.model.sites import SiteTable
 
@@ -29,7 +32,6 @@ log = logging.getLogger(__name__)
 
 TRANSCODER_ARCHS = ("transcoder", "skip_transcoder", "jumprelu_transcoder", "topk_transcoder")
 SKIP_ARCHS = ("skip_transcoder", "jumprelu_skip_transcoder")
-TRANSCODER_WRITE_SITE, TRANSCODER_READ_SITE = "mlp_out", "mlp_in"
 SUPPORTED_NORMALIZATION = ("none", None)
 LOCAL_OPTIONS = {"width": "width", "k": "k", "tokens": "n_tokens", "epochs": "epochs"}
 

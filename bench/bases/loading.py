@@ -33,9 +33,8 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from bench.bases import TRANSCODER_READ_SITE, TRANSCODER_WRITE_SITE
 from bench.bases.dictionary import (
-    TRANSCODER_READ_SITE,
-    TRANSCODER_WRITE_SITE,
     DictionaryBasis,
     DictionarySpec,
     parse_dictionary,

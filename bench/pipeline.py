@@ -12,9 +12,12 @@ Steps (docs/METHOD.md, "The pipeline"), in three stages so a benchmark can time 
   the shared size grid on the test split, ablating to the protocol's ablation reference, plus
   the consistency circuit of every non-zero-score node (:mod:`bench.sweep`); both timed;
 - :func:`finish` only assembles: (5) curves, scalars and bootstrap CIs (:mod:`bench.sweep.scores`,
-  from the SweepMetrics); (6) bare-torch timings (:mod:`bench.results.provenance`) from the same
-  run — one plain forward of the test batch, one lean forward + forward + backward of a
-  train batch — giving ``attribution_ratio`` and ``sweep_ratio``;
+  from the SweepMetrics): faithfulness, completeness and the flip rate (the completeness
+  pass's pairs whose prediction flips to the counterfactual answer), and what the k@0.8
+  circuit is made of (:mod:`bench.sweep.composition`); (6) bare-torch timings
+  (:mod:`bench.results.provenance`) from the same run — one plain forward of the test batch,
+  one lean forward + forward + backward of a train batch — giving ``attribution_ratio`` and
+  ``sweep_ratio``;
   (7) a SweepResult with the protocol, the consistency check, seeds, versions
   (:mod:`bench.results.provenance`) and timings.
 """
@@ -45,6 +48,7 @@ from bench.results.provenance import library_versions, measure_bare_torch
 from bench.results.result import SweepResult
 from bench.stages import Measured, Prepared
 from bench.sweep import scores
+from bench.sweep.composition import composition
 from bench.sweep.references import ablation_values
 from bench.sweep.sweep import SweepMetrics, evaluate, node_ranks
 from bench.training import local as _local_source  # noqa: F401 (registers dictionary="local")
@@ -134,6 +138,14 @@ def consistency_check(sm: SweepMetrics, n_nodes: int) -> dict[str, Any]:
     }
 
 
+def _composition(prep: Prepared, ms: Measured, k08: float | None) -> dict[str, Any]:
+    """What the k@0.8 circuit (and each grid size's) is made of (bench.sweep.composition)."""
+    ablate_error = prep.basis.has_error and prep.cell.error_mode == "ablate"
+    ranks = node_ranks(ms.scores.flat(include_error=ablate_error)).cpu().numpy()  # [n_nodes]
+    n_layers, seq = prep.handle.sites.n_layers, int(prep.test["clean_ids"].shape[1])
+    return composition(ranks, ms.sizes, k08, n_layers, seq, prep.basis.n_units())
+
+
 def _bounds(band: np.ndarray) -> list[float | None]:
     """A CI [2] as JSON: an undefined bound (no resample reached 0.8, or none was defined) is
     None, never NaN."""
@@ -161,6 +173,8 @@ def finish(
     comp = scores.curve(sm.m_comp, sm.m_full, sm.m_empty)
     check_finite_curves(faith, comp, sm.m_full, sm.m_empty, ds.task)
     point = scores.scalars(sz, faith, ms.n_nodes)
+    flips = scores.flip_curve(sm.m_comp, sm.m_full)  # [sizes]
+    k_flip = scores.k_at(sz, flips)
     ci = scores.bootstrap_metrics(sz, sm, ms.n_nodes, st.n_bootstrap, c.seed)
     if n_undefined := ci["undefined_resamples"]:
         log.warning(
@@ -197,6 +211,10 @@ def finish(
         )
         # JSON key "reference" kept (reports/cells.py reads it): the denominator cell's label
         extra["k_ratio_vs_neurons"] = {**ratio, "reference": label, "paired": True}
+        flip_ratio = scores.paired_flip_ratio_metrics(
+            sz, sm, np.asarray(denom.sizes), denom.metrics, st.n_bootstrap, c.seed
+        )
+        extra["k_flip_ratio_vs_neurons"] = {**flip_ratio, "reference": label, "paired": True}
     extra["cell"] = c.record(st)
     error_mode = c.error_mode if prep.basis.has_error else None
     return SweepResult(
@@ -232,6 +250,11 @@ def finish(
         protocol=get_protocol(c.ablation).describe(error_mode),
         consistency=consistency_check(sm, ms.n_nodes),
         dictionary_quality=prep.basis.quality(),
+        flip_rate=flips.tolist(),
+        flip_rate_ci=[_bounds(b) for b in ci["flip_rate"]],
+        k_at_flip_0_8=None if np.isnan(k_flip) else k_flip,
+        k_at_flip_0_8_ci=_bounds(ci["k_at_flip_0_8"]),
+        composition=_composition(prep, ms, None if np.isnan(k08) else k08),
         versions=library_versions(),
         timings=timings,
         extra=extra,

@@ -16,7 +16,7 @@ from typing import Any
 
 from bench.core.cache import write_json_atomic
 
-SCHEMA_VERSION = 2  # 2: protocol and consistency
+SCHEMA_VERSION = 3  # 2: protocol and consistency; 3: flip rate and composition
 
 
 class ResultSchemaError(ValueError):
@@ -64,6 +64,15 @@ class SweepResult:
     protocol: dict[str, Any] = field(default_factory=dict)
     consistency: dict[str, Any] = field(default_factory=dict)
     dictionary_quality: dict[str, Any] | None = None
+    # -- steering by interchange (schema 3; None in older results): per size, the fraction of
+    # test pairs whose prediction flips to the counterfactual answer when only C_k is set to
+    # its reference; the smallest k flipping 80% (log-interpolated), each with a CI
+    flip_rate: list[float] | None = None
+    flip_rate_ci: list[list[float | None]] | None = None
+    k_at_flip_0_8: float | None = None
+    k_at_flip_0_8_ci: list[float | None] | None = None
+    # -- what the k@0.8 circuit is made of (bench.sweep.composition; schema 3)
+    composition: dict[str, Any] | None = None
     versions: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)

@@ -12,7 +12,11 @@ Steps of :func:`verdict_frame`:
    a result lacks it, a ratio whose CI is propagated conservatively from the two cells' own
    CIs (lo_dict / hi_neurons, hi_dict / lo_neurons), marked †;
 4. a verdict from that CI: above 1 → "neurons sparser", below 1 → "<dictionary> sparser",
-   else "no difference at 95%"; when a curve never reaches F = 0.8, the basis that does wins.
+   else "no difference at 95%"; when a curve never reaches F = 0.8, the basis that does wins;
+5. the second axis, steering: the paired ratio k@flip0.8(dictionary) / k@flip0.8(neurons)
+   (``extra["k_flip_ratio_vs_neurons"]``: circuit sizes that flip 80% of the test pairs to the
+   counterfactual answer) and its verdict, the same rule; and the share of each dictionary's
+   k@0.8 circuit that is error nodes (``composition``).
 """
 
 from __future__ import annotations
@@ -122,6 +126,24 @@ def verdict_frame(results: Sequence[SweepResult]) -> pd.DataFrame:
                 v = verdict(given, r.k_at_0_8, neurons.k_at_0_8, name)
                 verdicts.append(v if len(dictionaries) == 1 else f"{cell_label(r)}: {v}")
         row["verdict"] = "; ".join(verdicts) if verdicts else "—"
+        steer = []
+        for r in dictionaries:
+            if r.flip_rate is None or neurons is None or neurons.flip_rate is None:
+                continue  # results before schema 3 carry no flip rate
+            flip = r.extra.get("k_flip_ratio_vs_neurons") if isinstance(r.extra, dict) else None
+            flip = flip or {}
+            row[f"{cell_label(r)} steer / neurons@mlp_acts"] = fmt_ratio(
+                flip.get("ratio"), flip.get("ci")
+            )
+            name = "SAE" if r.basis == "sae" else r.basis
+            v = verdict(flip, r.k_at_flip_0_8, neurons.k_at_flip_0_8, name)
+            steer.append(v if len(dictionaries) == 1 else f"{cell_label(r)}: {v}")
+            at = (r.composition or {}).get("k_at_0_8")
+            row[f"{cell_label(r)} error nodes"] = (
+                f"{at['error_nodes']}/{at['k']} ({at['error_share']:.0%})" if at else "—"
+            )
+        if steer:
+            row["steering verdict"] = "; ".join(steer)
         rows.append(row)
     frame = pd.DataFrame(rows)
     if len(frame) and frame["model"].nunique() == 1:
@@ -155,6 +177,12 @@ def verdict_text(results: Sequence[SweepResult]) -> str:
         f"\nprotocol: {', '.join(protocols)}; ratio = k@0.8(dictionary) / k@0.8(neurons@mlp_acts), "
         "paired bootstrap 95% CI over test pairs"
     )
+    if "steering verdict" in frame.columns:
+        lines.append(
+            "steer = k@flip0.8(dictionary) / k@flip0.8(neurons@mlp_acts): nodes needed to flip 80% "
+            "of test pairs to the counterfactual answer when only they are patched from x′; "
+            "error nodes: of the k@0.8 circuit"
+        )
     if "†" in frame.to_string():
         lines.append("† no paired ratio in the result: CI propagated from the two cells' CIs")
     lines += notes

@@ -10,6 +10,10 @@
   (scipy.stats.bootstrap, paired, one seeded generator);
 - ``paired_k_ratio``: k@0.8(a) / k@0.8(b) for two cells swept on the same test pairs, with a
   paired bootstrap CI: each resample draws one set of pairs and scores both cells on it;
+- ``flip_curve``: the flip rate per size — the fraction of test pairs the model gets right
+  (m(M) > 0) whose prediction flips to the counterfactual answer (m(M∖C_k) < 0) when only C_k
+  is set to its reference (under ``patch``, an interchange intervention from x′); its
+  ``k@flip0.8`` (log-interpolated like k@0.8) and ``paired_flip_ratio``, as for k@0.8;
 - ``bootstrap_metrics`` / ``paired_k_ratio_metrics``: the same, taking a sweep's
   ``bench.sweep.sweep.SweepMetrics`` (what ``bench.pipeline.finish`` calls).
 """
@@ -27,6 +31,13 @@ def curve(m_k: np.ndarray, m_full: np.ndarray, m_empty: np.ndarray) -> np.ndarra
     """F per size from per-pair metrics. m_k: [sizes, pairs]; m_full, m_empty: [pairs]."""
     denom = m_full.mean(-1) - m_empty.mean(-1)
     return (m_k.mean(-1) - m_empty.mean(-1)) / denom
+
+
+def flip_curve(m_comp: np.ndarray, m_full: np.ndarray) -> np.ndarray:
+    """Flip rate per size: the fraction of pairs the model gets right (m(M) > 0) whose
+    prediction flips to the counterfactual answer (m(M∖C_k) < 0) when only C_k is set to its
+    reference. m_comp: [sizes, pairs]; m_full: [pairs]. 0 at k = 0 by construction."""
+    return ((m_full > 0) & (m_comp < 0)).mean(-1)
 
 
 def k_at(sizes: np.ndarray, f: np.ndarray, threshold: float = 0.8) -> float:
@@ -134,8 +145,9 @@ def bootstrap(
     n_resamples: int = 1000,
     seed: int = 0,
 ) -> dict[str, np.ndarray]:
-    """95% percentile CIs: keys faithfulness, completeness ([sizes, 2]) and the scalars ([2]),
-    and ``undefined_resamples``: resamples left out because their m(M) − m(∅) is 0."""
+    """95% percentile CIs: keys faithfulness, completeness, flip_rate ([sizes, 2]) and the
+    scalars k_at_0_8, auc, cpr, cmd, k_at_flip_0_8 ([2]), and ``undefined_resamples``:
+    resamples left out because their m(M) − m(∅) is 0."""
     n_sizes, n = m_faith.shape
     names = ("k_at_0_8", "auc", "cpr", "cmd")
 
@@ -150,14 +162,19 @@ def bootstrap(
         for pos in np.ndindex(*lead):
             s = scalars(sizes, fa[pos], n_nodes)
             sc[pos] = [s[k] for k in names]
-        return np.moveaxis(np.concatenate([fa, co, sc], -1), -1, 0)  # [2*sizes+4, ...]
+        # appended after the F rows, so those rows' CIs are what they were without them
+        fl = np.moveaxis(flip_curve(m_comp[:, idx], m_full[idx]), 0, -1)  # [..., sizes]
+        kf = np.empty((*lead, 1))
+        for pos in np.ndindex(*lead):
+            kf[pos] = k_at(sizes, fl[pos])
+        return np.moveaxis(np.concatenate([fa, co, sc, fl, kf], -1), -1, 0)  # [3*sizes+5, ...]
 
     if n < 2:
         raise ValueError("bootstrap needs at least 2 test pairs")
     lo, hi, n_undefined = _over_pairs(
         statistic, n, n_resamples, seed, _normaliser_defined(m_full, m_empty)
     )
-    band = np.stack([lo, hi], -1)  # [2*sizes+4, 2]
+    band = np.stack([lo, hi], -1)  # [3*sizes+5, 2]
     out: dict[str, Any] = {
         "faithfulness": band[:n_sizes],
         "completeness": band[n_sizes : 2 * n_sizes],
@@ -165,7 +182,51 @@ def bootstrap(
     }
     for i, name in enumerate(names):
         out[name] = band[2 * n_sizes + i]
+    start = 2 * n_sizes + len(names)
+    out["flip_rate"] = band[start : start + n_sizes]
+    out["k_at_flip_0_8"] = band[start + n_sizes]
     return out
+
+
+def _paired_ratio(k_a, k_b, n: int, n_resamples: int, seed: int, defined=None) -> dict[str, Any]:
+    """k(a) / k(b) over paired resamples of the n test pairs; ``k_a(idx)``/``k_b(idx)`` give a
+    cell's k on the pairs ``idx`` (np.inf where its curve never reaches the threshold)."""
+
+    def statistic(idx: np.ndarray, axis: int = -1) -> np.ndarray:
+        idx = np.asarray(idx, dtype=int)
+        out = np.empty(idx.shape[:-1])
+        for pos in np.ndindex(*idx.shape[:-1]):
+            ka, kb = k_a(idx[pos]), k_b(idx[pos])
+            out[pos] = ka / kb if np.isfinite(kb) or np.isfinite(ka) else np.nan
+        return out
+
+    point = float(statistic(np.arange(n)))
+    if not np.isfinite(point):
+        return {"ratio": None, "ci": [None, None], "n_resamples": n_resamples}
+    lo, hi, n_undefined = _over_pairs(statistic, n, n_resamples, seed, defined)
+    out: dict[str, Any] = {
+        "ratio": point,
+        "ci": [float(v[0]) if np.isfinite(v[0]) else None for v in (lo, hi)],
+        "n_resamples": n_resamples,
+    }
+    if n_undefined:
+        out["undefined_resamples"] = n_undefined
+    return out
+
+
+def _same_pairs(a_metrics: np.ndarray, b_metrics: np.ndarray, a_full, b_full) -> int:
+    n = a_metrics.shape[1]
+    if b_metrics.shape[1] != n or a_full.shape != b_full.shape:
+        raise ValueError(
+            f"paired ratio needs the same test pairs: {n} against {b_metrics.shape[1]} pairs"
+        )
+    if n < 2:
+        raise ValueError("a paired bootstrap needs at least 2 test pairs")
+    return n
+
+
+def _inf_if_nan(k: float) -> float:
+    return np.inf if np.isnan(k) else k
 
 
 def paired_k_ratio(
@@ -179,43 +240,35 @@ def paired_k_ratio(
     ``a`` and ``b`` hold per-pair metrics ([sizes, pairs] and [pairs]) of two cells evaluated
     on the same test pairs in the same order. A resample whose curve never reaches 0.8 counts
     as an infinite k (ratio inf or 0), so the CI stays honest about it."""
-    n = a[1].shape[1]
-    if b[1].shape[1] != n or a[2].shape != b[2].shape:
-        raise ValueError(
-            f"paired ratio needs the same test pairs: {n} against {b[1].shape[1]} pairs"
-        )
-    if n < 2:
-        raise ValueError("a paired bootstrap needs at least 2 test pairs")
+    n = _same_pairs(a[1], b[1], a[2], b[2])
 
-    def k_of(cell, idx) -> float:
+    def k_of(cell):
         sizes, m_faith, m_full, m_empty = cell
-        k = k_at(sizes, curve(m_faith[:, idx], m_full[idx], m_empty[idx]))
-        return np.inf if np.isnan(k) else k
+        return lambda idx: _inf_if_nan(
+            k_at(sizes, curve(m_faith[:, idx], m_full[idx], m_empty[idx]))
+        )
 
-    def statistic(idx: np.ndarray, axis: int = -1) -> np.ndarray:
-        idx = np.asarray(idx, dtype=int)
-        out = np.empty(idx.shape[:-1])
-        for pos in np.ndindex(*idx.shape[:-1]):
-            ka, kb = k_of(a, idx[pos]), k_of(b, idx[pos])
-            out[pos] = ka / kb if np.isfinite(kb) or np.isfinite(ka) else np.nan
-        return out
-
-    point = float(statistic(np.arange(n)))
-    if not np.isfinite(point):
-        return {"ratio": None, "ci": [None, None], "n_resamples": n_resamples}
     defined_a = _normaliser_defined(a[2], a[3])
     defined_b = _normaliser_defined(b[2], b[3])
-    lo, hi, n_undefined = _over_pairs(
-        statistic, n, n_resamples, seed, lambda idx: defined_a(idx) & defined_b(idx)
-    )
-    out: dict[str, Any] = {
-        "ratio": point,
-        "ci": [float(v[0]) if np.isfinite(v[0]) else None for v in (lo, hi)],
-        "n_resamples": n_resamples,
-    }
-    if n_undefined:
-        out["undefined_resamples"] = n_undefined
-    return out
+    return _paired_ratio(k_of(a), k_of(b), n, n_resamples, seed,
+                         lambda idx: defined_a(idx) & defined_b(idx))  # fmt: skip
+
+
+def paired_flip_ratio(
+    a: tuple[np.ndarray, np.ndarray, np.ndarray],  # sizes, m_comp [sizes, pairs], m_full [pairs]
+    b: tuple[np.ndarray, np.ndarray, np.ndarray],
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """k@flip0.8(a) / k@flip0.8(b), the circuit sizes that flip 80% of the test pairs, with a
+    paired percentile 95% CI (as :func:`paired_k_ratio`; every resample is defined)."""
+    n = _same_pairs(a[1], b[1], a[2], b[2])
+
+    def k_of(cell):
+        sizes, m_comp, m_full = cell
+        return lambda idx: _inf_if_nan(k_at(sizes, flip_curve(m_comp[:, idx], m_full[idx])))
+
+    return _paired_ratio(k_of(a), k_of(b), n, n_resamples, seed)
 
 
 PER_DECADE = 4  # the shared grid: round(10 ** (i / 4)), i = 0, 1, 2, ...
@@ -265,3 +318,17 @@ def paired_k_ratio_metrics(
     theirs = (sizes_denominator, sm_denominator.m_faith, sm_denominator.m_full,
               sm_denominator.m_empty)  # fmt: skip
     return paired_k_ratio(mine, theirs, n_resamples, seed)
+
+
+def paired_flip_ratio_metrics(
+    sizes: np.ndarray,
+    sm: Any,
+    sizes_denominator: np.ndarray,
+    sm_denominator: Any,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """:func:`paired_flip_ratio` of two sweeps' SweepMetrics on the same test pairs."""
+    mine = (sizes, sm.m_comp, sm.m_full)
+    theirs = (sizes_denominator, sm_denominator.m_comp, sm_denominator.m_full)
+    return paired_flip_ratio(mine, theirs, n_resamples, seed)

@@ -200,6 +200,8 @@ def finish(
         timings["sweep_ratio"] = ms.sweep_s / (sm.n_forwards * bare["plain_forward_s"])
     k08 = point["k_at_0_8"]
     extra: dict[str, Any] = {"dataset_dropped": dict(getattr(ds, "dropped", {})), **ms.extra}
+    # the model's accuracy on the test pairs: m(M) > 0, the clean answer above the other
+    extra["test_accuracy"] = float((sm.m_full > 0).mean())
     if n_undefined:
         extra["bootstrap_undefined_resamples"] = n_undefined
     if get_method(c.method).uses_ig_steps:

@@ -21,13 +21,13 @@ from typing import Any
 import torch
 
 from tasks.dataset import ContrastiveDataset
-from tasks.metric import logit_difference
+from tasks.metric import MIN_ACCURACY, logit_difference
 from tasks.registry import get_task
 from tasks.validate import encode
 
 log = logging.getLogger(__name__)
 
-THRESHOLD = 0.7
+THRESHOLD = MIN_ACCURACY
 
 
 @dataclass

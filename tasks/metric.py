@@ -11,6 +11,11 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
+# Below this accuracy on its test pairs (m > 0: the clean answer above the counterfactual one)
+# a model cannot do the task, and a circuit for it is a circuit for noise: ``python -m tasks
+# check`` flags such tasks and the suite's verdict gives none for them.
+MIN_ACCURACY = 0.7
+
 
 def logit_difference(
     logits: torch.Tensor,  # [batch, vocab]: the last position's logits

@@ -16,7 +16,10 @@ Steps of :func:`verdict_frame`:
 5. the second axis, steering: the paired ratio k@flip0.8(dictionary) / k@flip0.8(neurons)
    (``extra["k_flip_ratio_vs_neurons"]``: circuit sizes that flip 80% of the test pairs to the
    counterfactual answer) and its verdict, the same rule; and the share of each dictionary's
-   k@0.8 circuit that is error nodes (``composition``).
+   k@0.8 circuit that is error nodes (``composition``);
+6. no verdict where the model gets fewer than ``tasks.metric.MIN_ACCURACY`` (70%) of the test
+   pairs right (``extra["test_accuracy"]``): a circuit for a task the model cannot do is a
+   circuit for noise.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import pandas as pd
 
 from bench.cell import Cell
 from bench.results.result import SweepResult
+from tasks.metric import MIN_ACCURACY
 
 NEURONS = ("neurons", "mlp_acts")
 DICTIONARY_BASES = ("sae", "transcoder")
@@ -126,6 +130,12 @@ def verdict_frame(results: Sequence[SweepResult]) -> pd.DataFrame:
                 v = verdict(given, r.k_at_0_8, neurons.k_at_0_8, name)
                 verdicts.append(v if len(dictionaries) == 1 else f"{cell_label(r)}: {v}")
         row["verdict"] = "; ".join(verdicts) if verdicts else "—"
+        accuracy = (neurons or rs[0]).extra.get("test_accuracy") if isinstance(
+            (neurons or rs[0]).extra, dict) else None  # fmt: skip
+        if accuracy is not None and accuracy < MIN_ACCURACY:
+            row["verdict"] = (
+                f"none: the model gets {accuracy:.0%} of test pairs right (< {MIN_ACCURACY:.0%})"
+            )
         steer = []
         for r in dictionaries:
             if r.flip_rate is None or neurons is None or neurons.flip_rate is None:
@@ -143,7 +153,8 @@ def verdict_frame(results: Sequence[SweepResult]) -> pd.DataFrame:
                 f"{at['error_nodes']}/{at['k']} ({at['error_share']:.0%})" if at else "—"
             )
         if steer:
-            row["steering verdict"] = "; ".join(steer)
+            low = accuracy is not None and accuracy < MIN_ACCURACY
+            row["steering verdict"] = "none (accuracy)" if low else "; ".join(steer)
         rows.append(row)
     frame = pd.DataFrame(rows)
     if len(frame) and frame["model"].nunique() == 1:
@@ -151,6 +162,27 @@ def verdict_frame(results: Sequence[SweepResult]) -> pd.DataFrame:
     if len(frame) and frame["protocol"].nunique() == 1:
         frame = frame.drop(columns="protocol")
     return frame.fillna("—")
+
+
+def task_notes(results: Sequence[SweepResult]) -> list[str]:
+    """Per (model, task): pairs the task lost under the model's tokenizer (multi-token answers,
+    unequal lengths, ...) with their counts, and test accuracy under ``MIN_ACCURACY``."""
+    seen: dict[tuple[str, str], SweepResult] = {}
+    for r in results:
+        seen.setdefault((r.model, r.task), r)
+    out = []
+    for (model, task), r in sorted(seen.items()):
+        extra = r.extra if isinstance(r.extra, dict) else {}
+        dropped = {k: v for k, v in (extra.get("dataset_dropped") or {}).items() if v}
+        if dropped:
+            counts = ", ".join(f"{k} {v}" for k, v in sorted(dropped.items()))
+            out.append(f"{model} {task}: pairs dropped building the task: {counts} "
+                       f"(kept {r.n_train} train, {r.n_test} test)")  # fmt: skip
+        accuracy = extra.get("test_accuracy")
+        if accuracy is not None and accuracy < MIN_ACCURACY:
+            out.append(f"{model} {task}: the model gets {accuracy:.0%} of the test pairs right, "
+                       f"under {MIN_ACCURACY:.0%}: no verdict")  # fmt: skip
+    return out
 
 
 def verdict_text(results: Sequence[SweepResult]) -> str:
@@ -186,6 +218,7 @@ def verdict_text(results: Sequence[SweepResult]) -> str:
     if "†" in frame.to_string():
         lines.append("† no paired ratio in the result: CI propagated from the two cells' CIs")
     lines += notes
+    lines += task_notes(results)
     if low:
         lines.append(
             f"consistency check below 0.9 (F of all non-zero-score nodes) in {len(low)} cell(s): "

@@ -227,7 +227,7 @@ def _error_case(tmp_path: Path, name: str) -> Path:
         del d["faithfulness_ci"]
         return write_json(tmp_path / "in" / "missing.json", d)
     if name == "bench-newer":
-        d["schema_version"] = 3
+        d["schema_version"] = 99
         record = {"machine_info": {}, "benchmarks": [{"name": "t", "extra_info": {"result": d}}]}
         return write_json(tmp_path / "in" / "bench.json", record)
     if name == "empty-dir":
@@ -243,7 +243,7 @@ def _error_case(tmp_path: Path, name: str) -> Path:
     [
         ("newer", r"newer\.json: schema_version 99 is newer"),
         ("missing", r"missing\.json: missing field\(s\) faithfulness_ci"),
-        ("bench-newer", r"bench\.json :: benchmarks\[0\] \(t\): schema_version 3 is newer"),
+        ("bench-newer", r"bench\.json :: benchmarks\[0\] \(t\): schema_version 99 is newer"),
         ("empty-dir", r"no sweep results found in: .*in"),
         ("no-results", r"no sweep results found in: .*other\.json"),
     ],

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench.core.cache import pid_alive
-from reports import figures, ladder, paper, tables
+from reports import composition, figures, ladder, paper, tables
 from reports.cells import by_task, file_stem, k_ratios, task_title
 from reports.index import (
     RATIO_FOOTNOTE,
@@ -94,6 +94,20 @@ def render(inputs: Inputs, root: Path, *, paper_preset: bool = False) -> list[Pa
                 "tables/k_ratios",
                 tables.to_markdown(display_r, n_text_r),
                 footnote,
+            )
+        )
+
+    numeric_c = composition.composition_frame(results)
+    if len(numeric_c):
+        display_c, n_text_c = composition.composition_display(numeric_c)
+        written += tables.write_tables(numeric_c, display_c, n_text_c, root / "tables/composition")
+        contents.tables.append(
+            TableEntry(
+                "What each circuit is made of, and how many nodes steer",
+                "tables/composition",
+                tables.to_markdown(display_c, n_text_c),
+                "k@flip0.8: nodes that flip 80% of the test pairs to the counterfactual answer "
+                "when only they are patched from x′; error nodes: of the k@0.8 circuit.",
             )
         )
 

@@ -4,7 +4,9 @@
 - ``compare RESULTS... --reference baselines/``: the reference check on saved results
   (:mod:`bench.cli.compare`);
 - ``ray [suite options]``: the suite's cells as Ray tasks (:mod:`bench.cli.ray`);
-- ``correlate``: relp/atp against exact patching (:mod:`bench.cli.correlate`).
+- ``correlate``: relp/atp against exact patching (:mod:`bench.cli.correlate`);
+- ``steer``, ``auroc``: the paper's case studies per basis (:mod:`bench.cli.steer`,
+  :mod:`bench.cli.auroc`).
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 from typing import Any
 
 from tasks.dataset import Pair
@@ -71,6 +72,12 @@ def gen_addition(tokenizer: Any, rng: random.Random, n: int) -> list[Pair]:
             (clean_prompt, cf_prompt), Pair(clean_prompt, cf_prompt, clean_answer, cf_answer)
         )
     return list(out.values())
+
+
+def operands(prompt: str) -> tuple[int, int] | None:
+    """(a, b) of an addition prompt ("Calculate: 12 + 34 =" -> (12, 34)), else None."""
+    match = re.search(r"(\d+) \+ (\d+) =", prompt)
+    return (int(match.group(1)), int(match.group(2))) if match else None
 
 
 register(

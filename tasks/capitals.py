@@ -164,6 +164,18 @@ def gen_capitals(tokenizer: Any, rng: random.Random, n: int) -> list[Pair]:
     ]
 
 
+def state_of(prompt: str) -> str | None:
+    """The intermediate state of a capitals prompt (the hop between city and capital), as the
+    model would write it next (" Texas"); None for a prompt not of this task."""
+    for template in TEMPLATES:
+        head, _, tail = template.partition("{city}")
+        if prompt.startswith(head) and prompt.endswith(tail):
+            city = prompt[len(head) : len(prompt) - len(tail)]
+            state = dict(CITIES).get(city)
+            return None if state is None else " " + state
+    return None
+
+
 register(
     Task(
         name="capitals",

@@ -28,7 +28,7 @@ STAGES = [
     ("bench.attribution", 6),
     ("bench.results", 7), ("bench.stages", 7),
     ("bench.pipeline", 8),
-    ("reports", 9), ("bench.suite", 9),
+    ("reports", 9), ("bench.suite", 9), ("bench.studies", 9),
     ("bench.cli", 10),
 ]  # fmt: skip
 TOP = 99  # entry points

@@ -146,3 +146,26 @@ def unit_ablation(
 
     with _at_every_layer(handle, basis, make):
         yield
+
+
+@contextlib.contextmanager
+def unit_scaling(
+    handle: ModelHandle,
+    basis: Basis,
+    scale: torch.Tensor,  # [layers, pos, n_units]: each unit's multiplier (1 = untouched)
+) -> Iterator[None]:
+    """Multiply each unit's value by ``scale`` at its (layer, position), and nowhere else; the
+    error node is unchanged. A scale of 1 everywhere leaves every activation as it was
+    (``splice`` of equal units adds exactly nothing)."""
+
+    def make(layer: int, read):
+        s = scale[layer]  # [pos, n]
+
+        def fn(x: torch.Tensor) -> torch.Tensor:  # [batch, pos, width]
+            u = basis.encode(layer, read(layer, x))  # [batch, pos, n]
+            return basis.splice(layer, x, u * s.to(u.dtype), u)
+
+        return fn
+
+    with _at_every_layer(handle, basis, make):
+        yield

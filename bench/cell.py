@@ -133,3 +133,10 @@ class Cell:
 MEASURED = ("basis", "site", "method", "ablation", "dictionary", "error_mode", "sizes", "seed",
             "ig_steps")  # fmt: skip
 SETTINGS = tuple(f.name for f in fields(RunSettings))
+
+# Every default, declared once: what a cell measures, how it runs, how many pairs it takes.
+# run_sweep, python -m bench sweep, the suite and every stage's own keyword defaults read these.
+CELL = Cell()
+RUN = RunSettings()
+SPLIT = (300, 40)  # train / test pairs of one cell (run_sweep's callers, python -m bench sweep)
+SUITE_SPLIT = (300, 32)  # the suite's: 300/40 takes ~10% longer (--n-test 40 for it)

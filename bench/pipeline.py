@@ -34,13 +34,11 @@ import torch
 from bench.attribution.joint import JointAttribution
 from bench.attribution.registry import check_method, get_method
 from bench.bases import Basis, make_basis
-from bench.cell import Cell, RunSettings
+from bench.cell import CELL, RUN, Cell, RunSettings
 from bench.core.checks import check_cell, check_sizes
 from bench.core.finite import check_finite_curves, check_finite_metrics
 from bench.model.handle import ModelHandle
 from bench.protocol import (
-    DEFAULT_ERROR_MODE,
-    DEFAULT_PROTOCOL,
     check_error_mode,
     get_protocol,
 )
@@ -266,18 +264,18 @@ def finish(
 def run_sweep(
     handle: ModelHandle,
     ds,
-    basis: str = "neurons",
-    site: str = "mlp_acts",
-    method: str = "relp",
-    ablation: str = DEFAULT_PROTOCOL,
+    basis: str = CELL.basis,
+    site: str = CELL.site,
+    method: str = CELL.method,
+    ablation: str = CELL.ablation,
     sizes: list[int] | None = None,
     dictionary: str | None = None,
-    error_mode: str = DEFAULT_ERROR_MODE,
-    seed: int = 0,
-    batch_size: int = 32,
-    ig_steps: int = 10,
-    n_bootstrap: int = 1000,
-    masks_per_forward: int = 8,
+    error_mode: str = CELL.error_mode,
+    seed: int = CELL.seed,
+    batch_size: int = RUN.batch_size,
+    ig_steps: int = CELL.ig_steps,
+    n_bootstrap: int = RUN.n_bootstrap,
+    masks_per_forward: int = RUN.masks_per_forward,
     progress: bool = False,
     bare_torch_timings: bool = True,
     cache: bool = False,

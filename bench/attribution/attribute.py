@@ -23,6 +23,7 @@ import torch
 from bench.attribution.nodes import NodeScores
 from bench.attribution.registry import MethodArgs, get_method
 from bench.bases import Basis
+from bench.cell import CELL, RUN
 from bench.model.handle import ModelHandle
 from bench.sweep.references import get_reference
 
@@ -32,11 +33,11 @@ def attribute(
     basis: Basis,
     train: dict[str, torch.Tensor],
     method: str,
-    batch_size: int = 32,
-    ig_steps: int = 10,
+    batch_size: int = RUN.batch_size,
+    ig_steps: int = CELL.ig_steps,
     seed: int = 0,
     progress: bool = False,
-    reference: str = "patch",
+    reference: str = CELL.ablation,
 ) -> NodeScores:
     """Scores for every node of ``basis`` against ``reference``, averaged over ``train``."""
     return attribute_many(
@@ -49,11 +50,11 @@ def attribute_many(
     bases: list[Basis],
     train: dict[str, torch.Tensor],
     method: str,
-    batch_size: int = 32,
-    ig_steps: int = 10,
+    batch_size: int = RUN.batch_size,
+    ig_steps: int = CELL.ig_steps,
     seed: int = 0,
     progress: bool = False,
-    reference: str = "patch",
+    reference: str = CELL.ablation,
 ) -> list[NodeScores]:
     """Scores for several bases on one split; ``atp``/``relp`` share one backward per batch."""
     entry = get_method(method)

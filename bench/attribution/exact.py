@@ -12,6 +12,7 @@ from bench.attribution.gradients import batches, values_of
 from bench.attribution.nodes import NodeScores
 from bench.attribution.registry import MethodArgs, register_method
 from bench.bases import Basis
+from bench.cell import CELL, RUN
 from bench.model.handle import ModelHandle
 from bench.model.interventions import intervene
 from bench.sweep.references import batch_reference, get_reference
@@ -41,10 +42,10 @@ def exact_scores(
     basis: Basis,
     split: dict[str, torch.Tensor],
     nodes: torch.Tensor,  # [n_nodes_to_score, 3]: (layer, pos, unit); unit == n_units: error
-    batch_size: int = 32,
+    batch_size: int = RUN.batch_size,
     nodes_per_forward: int = 16,
     progress: bool = False,
-    reference: str = "patch",
+    reference: str = CELL.ablation,
 ) -> torch.Tensor:  # [n_nodes_to_score]
     """Ground truth: m(x) − m(x | node ← r(x)) for each node alone, averaged over pairs."""
     get_reference(reference)  # raises naming the valid references

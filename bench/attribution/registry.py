@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from bench.cell import CELL, RUN
+
 # every method, in order, and where it is defined (and registered)
 METHOD_MODULES = {
     "atp": "bench.attribution.gradients",
@@ -31,11 +33,11 @@ METHODS = tuple(METHOD_MODULES)
 class MethodArgs:
     """What a method may use besides the model, the bases and the train split."""
 
-    batch_size: int = 32
-    ig_steps: int = 10
-    seed: int = 0
+    batch_size: int = RUN.batch_size
+    ig_steps: int = CELL.ig_steps
+    seed: int = CELL.seed
     progress: bool = False
-    reference: str = "patch"  # r(x): "patch" | "mean" | "zero" (bench.sweep.references)
+    reference: str = CELL.ablation  # r(x): "patch" | "mean" | "zero" (bench.sweep.references)
 
 
 @dataclass(frozen=True)

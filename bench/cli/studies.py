@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from bench.cell import CELL
 from bench.core.checks import CLI, check_device, check_dtype, check_int, check_output_file
 from bench.core.errors import BadInputError
 
@@ -17,9 +18,11 @@ def add_common(p: argparse.ArgumentParser, task: str, n_train: int) -> None:
     p.add_argument("--task", default=task, help=f"registered task (default {task})")
     p.add_argument("--bases", default=DEFAULT_BASES, help="comma-separated basis@site[:dictionary]"
                    f" (default {DEFAULT_BASES})")  # fmt: skip
-    p.add_argument("--method", default="relp", help="attribution method (default relp)")
+    p.add_argument(
+        "--method", default=CELL.method, help=f"attribution method (default {CELL.method})"
+    )
     p.add_argument("--n-train", type=int, default=n_train)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=CELL.seed)
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default=None, help="float32 or bfloat16 (default: the device's)")
     p.add_argument("--out", required=True, help="where to write the JSON (a figure lands beside)")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 
+from bench.cell import CELL, RUN, SPLIT
+
 
 def add_parser(sub) -> None:
     """Declare the command's options on the root parser's subparsers."""
@@ -18,26 +20,26 @@ def add_parser(sub) -> None:
     src = sw.add_mutually_exclusive_group(required=True)
     src.add_argument("--task", help="registered task name (python -m tasks list)")
     src.add_argument("--task-file", help="Marks-style JSONL of contrastive pairs")
-    sw.add_argument("--basis", default="neurons")
-    sw.add_argument("--site", default="mlp_acts")
-    sw.add_argument("--method", default="relp")
+    sw.add_argument("--basis", default=CELL.basis)
+    sw.add_argument("--site", default=CELL.site)
+    sw.add_argument("--method", default=CELL.method)
     sw.add_argument(
-        "--ablation", default="patch",
+        "--ablation", default=CELL.ablation,
         help="the protocol, one reference for attribution and ablation: patch (default), mean, "
         "zero; or marks (unmatched: counterfactual attribution, mean ablation)",
     )  # fmt: skip
     sw.add_argument("--dictionary", default=None)
     sw.add_argument(
-        "--error-mode", default="ablate",
+        "--error-mode", default=CELL.error_mode,
         help="SAE error nodes: ablate (ranked, counted, ablated; default) or keep (never "
         "ablated, not counted: an upper bound)",
     )  # fmt: skip
-    sw.add_argument("--n-train", type=int, default=300)
-    sw.add_argument("--n-test", type=int, default=40)
-    sw.add_argument("--seed", type=int, default=0)
-    sw.add_argument("--batch-size", type=int, default=32)
-    sw.add_argument("--ig-steps", type=int, default=10)
-    sw.add_argument("--n-bootstrap", type=int, default=1000)
+    sw.add_argument("--n-train", type=int, default=SPLIT[0])
+    sw.add_argument("--n-test", type=int, default=SPLIT[1])
+    sw.add_argument("--seed", type=int, default=CELL.seed)
+    sw.add_argument("--batch-size", type=int, default=RUN.batch_size)
+    sw.add_argument("--ig-steps", type=int, default=CELL.ig_steps)
+    sw.add_argument("--n-bootstrap", type=int, default=RUN.n_bootstrap)
     sw.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     sw.add_argument(
         "--dtype", default=None,

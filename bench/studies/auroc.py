@@ -27,6 +27,7 @@ import torch
 from scipy import stats
 
 from bench.attribution.attribute import attribute
+from bench.cell import CELL
 from bench.model.handle import ModelHandle
 from bench.results.provenance import library_versions
 from bench.sweep.units import unit_values
@@ -111,7 +112,7 @@ def auroc(
     handle: ModelHandle,
     ds,
     bases: Sequence[tuple[str, Any]],  # (label, Basis)
-    method: str = "relp",
+    method: str = CELL.method,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Steps 1-4 on the train split of an addition dataset, for every basis."""

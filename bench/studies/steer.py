@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from bench.attribution.attribute import attribute
+from bench.cell import CELL, RUN
 from bench.model.handle import ModelHandle
 from bench.results.provenance import library_versions
 from bench.sweep.units import unit_scaling
@@ -79,10 +80,10 @@ def steer(
     bases: Sequence[tuple[str, Any]],  # (label, Basis)
     ks: Sequence[int],
     alphas: Sequence[float] = DEFAULT_ALPHAS,
-    method: str = "relp",
+    method: str = CELL.method,
     intermediate=None,  # prompt -> intermediate answer text, e.g. tasks.capitals.state_of
-    batch_size: int = 32,
-    seed: int = 0,
+    batch_size: int = RUN.batch_size,
+    seed: int = CELL.seed,
 ) -> dict[str, Any]:
     """Steps 1-3 for every basis, k and α; see the module docstring."""
     enc = encode(ds, handle.tokenizer)

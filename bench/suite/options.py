@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from bench.cell import Cell
+from bench.cell import CELL, SUITE_SPLIT, Cell
 from bench.core.checks import CLI, check_device, check_numbers, check_writable_parent, label
 from bench.core.errors import BadInputError
 
@@ -30,7 +30,7 @@ BASELINE_CELL = ("neurons", "mlp_acts", None)  # the denominator of every paired
 DEFAULT_METHODS = "relp,atp,random"
 
 
-DEFAULT_N = (300, 32)  # 300/40 (docs/METHOD.md's example) takes ~10% longer; --n-test 40
+DEFAULT_N = SUITE_SPLIT  # bench.cell: every default declared once
 
 
 DTYPES = ("auto", "float32", "bfloat16")
@@ -58,8 +58,8 @@ SUITE_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("--bases", {"default": None, "help": f"comma-separated basis@site[:dictionary] "
                  f"(default: {DEFAULT_BASES})"}),
     ("--methods", {"default": None, "help": f"comma-separated (default: {DEFAULT_METHODS})"}),
-    ("--ablation", {"default": "patch", "help": "protocol: patch, mean, zero or marks"}),
-    ("--error-mode", {"default": "ablate", "help": "SAE error nodes: ablate or keep"}),
+    ("--ablation", {"default": CELL.ablation, "help": "protocol: patch, mean, zero or marks"}),
+    ("--error-mode", {"default": CELL.error_mode, "help": "SAE error nodes: ablate or keep"}),
     ("--dtype", {"default": "auto", "help": "auto (bf16 on CUDA and bf16 CPUs), float32, "
                  "bfloat16"}),
     ("--device", {"default": "cpu", "help": "cpu (default), cuda or cuda:N"}),

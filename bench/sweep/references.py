@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from bench.cell import RUN
 from bench.protocol import REFERENCES
 from bench.sweep.units import AblationValues, LayerUnits, unit_values
 
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 
 
 def mean_units(
-    handle: ModelHandle, basis: Basis, ids: torch.Tensor, batch_size: int = 32
+    handle: ModelHandle, basis: Basis, ids: torch.Tensor, batch_size: int = RUN.batch_size
 ) -> list[LayerUnits]:
     """Step 2: per layer, each unit's (and error node's) mean over the prompts ``ids``, per
     position: units [pos, n], error [pos, width]. Accumulated in float64, batch by batch, so a
@@ -71,7 +72,7 @@ class Reference:
     needs_means = False  # split_means gives something batch() and ablation() need
     from_counterfactual = False  # r(x) = a(x′): one forward on the pair's counterfactual
 
-    def split_means(self, handle, basis, ids: torch.Tensor, batch_size: int = 32):
+    def split_means(self, handle, basis, ids: torch.Tensor, batch_size: int = RUN.batch_size):
         return None
 
     def batch(self, handle, basis, batch, clean, means=None) -> dict[int, LayerUnits]:
@@ -127,7 +128,7 @@ class Mean(Reference):
     name = "mean"
     needs_means = True
 
-    def split_means(self, handle, basis, ids, batch_size=32):
+    def split_means(self, handle, basis, ids, batch_size=RUN.batch_size):
         return mean_units(handle, basis, ids, batch_size)
 
     def batch(self, handle, basis, batch, clean, means=None):

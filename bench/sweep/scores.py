@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from bench.cell import RUN
+
 
 def curve(m_k: np.ndarray, m_full: np.ndarray, m_empty: np.ndarray) -> np.ndarray:
     """F per size from per-pair metrics. m_k: [sizes, pairs]; m_full, m_empty: [pairs]."""
@@ -142,7 +144,7 @@ def bootstrap(
     m_full: np.ndarray,  # [pairs]
     m_empty: np.ndarray,  # [pairs]
     n_nodes: int,
-    n_resamples: int = 1000,
+    n_resamples: int = RUN.n_bootstrap,
     seed: int = 0,
 ) -> dict[str, np.ndarray]:
     """95% percentile CIs: keys faithfulness, completeness, flip_rate ([sizes, 2]) and the
@@ -232,7 +234,7 @@ def _inf_if_nan(k: float) -> float:
 def paired_k_ratio(
     a: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],  # sizes, m_faith, m_full, m_empty
     b: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
-    n_resamples: int = 1000,
+    n_resamples: int = RUN.n_bootstrap,
     seed: int = 0,
 ) -> dict[str, Any]:
     """k@0.8(a) / k@0.8(b) and its paired percentile 95% CI over test pairs.
@@ -257,7 +259,7 @@ def paired_k_ratio(
 def paired_flip_ratio(
     a: tuple[np.ndarray, np.ndarray, np.ndarray],  # sizes, m_comp [sizes, pairs], m_full [pairs]
     b: tuple[np.ndarray, np.ndarray, np.ndarray],
-    n_resamples: int = 1000,
+    n_resamples: int = RUN.n_bootstrap,
     seed: int = 0,
 ) -> dict[str, Any]:
     """k@flip0.8(a) / k@flip0.8(b), the circuit sizes that flip 80% of the test pairs, with a
@@ -296,7 +298,7 @@ def size_grid(n_nodes: int, per_decade: int = PER_DECADE) -> list[int]:
 
 
 def bootstrap_metrics(
-    sizes: np.ndarray, sm: Any, n_nodes: int, n_resamples: int = 1000, seed: int = 0
+    sizes: np.ndarray, sm: Any, n_nodes: int, n_resamples: int = RUN.n_bootstrap, seed: int = 0
 ) -> dict[str, Any]:
     """:func:`bootstrap` of a sweep's :class:`~bench.sweep.sweep.SweepMetrics`."""
     return bootstrap(
@@ -309,7 +311,7 @@ def paired_k_ratio_metrics(
     sm: Any,
     sizes_denominator: np.ndarray,
     sm_denominator: Any,
-    n_resamples: int = 1000,
+    n_resamples: int = RUN.n_bootstrap,
     seed: int = 0,
 ) -> dict[str, Any]:
     """:func:`paired_k_ratio` of two sweeps' SweepMetrics on the same test pairs: this cell
@@ -325,7 +327,7 @@ def paired_flip_ratio_metrics(
     sm: Any,
     sizes_denominator: np.ndarray,
     sm_denominator: Any,
-    n_resamples: int = 1000,
+    n_resamples: int = RUN.n_bootstrap,
     seed: int = 0,
 ) -> dict[str, Any]:
     """:func:`paired_flip_ratio` of two sweeps' SweepMetrics on the same test pairs."""

@@ -28,6 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from bench.bases import Basis
+from bench.cell import RUN
 from bench.model.handle import ModelHandle
 from bench.sweep.units import AblationValues, metric, unit_ablation
 
@@ -68,7 +69,7 @@ def evaluate(
     sizes: list[int],
     values: AblationValues,
     ablate_error: bool,
-    masks_per_forward: int = 8,
+    masks_per_forward: int = RUN.masks_per_forward,
     progress: bool = False,
     k_nonzero: int | None = None,
 ) -> SweepMetrics:

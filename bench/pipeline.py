@@ -113,7 +113,9 @@ def measure(
     grid = sorted(set(c.sizes)) if c.sizes is not None else scores.size_grid(n_nodes)
     if grid[0] < 1 or grid[-1] > n_nodes:
         raise ValueError(f"sizes must lie in 1..{n_nodes} (the number of nodes), got {grid}")
-    values = ablation_values(prep.handle, prep.basis, prep.test, get_protocol(c.ablation).ablation)
+    values = ablation_values(
+        prep.handle, prep.basis, prep.test, get_protocol(c.ablation).ablation_reference
+    )
     n_nonzero = int((flat != 0).sum())
     sm = evaluate(
         prep.handle, prep.basis, prep.test, node_ranks(flat), grid, values, ablate_error,

@@ -28,24 +28,17 @@ REFERENCES = ("patch", "mean", "zero")  # what r(x) can be, in either stage
 @dataclass(frozen=True)
 class Protocol:
     name: str
-    attribution: str  # the reference attribution scores against: patch | mean | zero
-    ablation: str  # the reference the sweep sets nodes outside the circuit to
+    attribution_reference: str  # what attribution scores against: patch | mean | zero
+    ablation_reference: str  # what the sweep sets nodes outside the circuit to
     description: str
 
     @property
     def matched(self) -> bool:
-        return self.attribution == self.ablation
+        return self.attribution_reference == self.ablation_reference
 
     def describe(self, error_mode: str | None) -> dict[str, Any]:
         """What a SweepResult records: both references, the error mode, matched or not."""
-        out = {
-            **asdict(self),
-            "attribution_reference": self.attribution,
-            "ablation_reference": self.ablation,
-            "matched": self.matched,
-            "error_mode": error_mode,
-        }
-        del out["attribution"], out["ablation"]
+        out = {**asdict(self), "matched": self.matched, "error_mode": error_mode}
         if error_mode is not None:
             out["error_mode_description"] = ERROR_MODES[error_mode]
         return out

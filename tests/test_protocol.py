@@ -90,7 +90,7 @@ def test_a_node_at_its_reference_scores_zero_and_ablating_it_changes_nothing(
 
     # mask 0 ablates nothing; masks 1..6 each ablate one node alone; the next ablates all of
     # them at once; the last (a control) ablates the nodes that are *not* at their reference
-    values = ablation_values(h, basis, test, get_protocol(protocol).ablation)
+    values = ablation_values(h, basis, test, get_protocol(protocol).ablation_reference)
     n_layers, seq = h.sites.n_layers, test["clean_ids"].shape[1]
     keep = torch.ones((len(nodes) + 3, n_layers, seq, n_units), dtype=torch.bool)
     for i, (layer, pos, unit) in enumerate(nodes.tolist()):
@@ -154,8 +154,8 @@ def test_faithfulness_is_one_for_all_and_zero_for_none(tmp_path, protocol, basis
     assert res.m_full != pytest.approx(res.m_empty)
     p = res.protocol
     assert p["name"] == protocol and p["matched"] == (protocol != "marks")
-    assert p["attribution_reference"] == get_protocol(protocol).attribution
-    assert p["ablation_reference"] == get_protocol(protocol).ablation
+    assert p["attribution_reference"] == get_protocol(protocol).attribution_reference
+    assert p["ablation_reference"] == get_protocol(protocol).ablation_reference
     assert p["error_mode"] == (error_mode if basis_name == "sae" else None)
 
 

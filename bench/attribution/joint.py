@@ -54,7 +54,7 @@ def attribution_key(prep: Prepared) -> str:
         "train": hashlib.sha256(ids.tobytes() + answers.cpu().numpy().tobytes()).hexdigest(),
         "basis": prep.basis.describe(),
         "method": c.method,
-        "reference": get_protocol(c.ablation).attribution,
+        "reference": get_protocol(c.ablation).attribution_reference,
         "seed": c.seed,
         "ig_steps": c.ig_steps if get_method(c.method).uses_ig_steps else None,
         "batch_size": prep.settings.batch_size,
@@ -64,7 +64,7 @@ def attribution_key(prep: Prepared) -> str:
 
 def ref_of(prep: Prepared) -> str:
     """The reference a cell's attribution scores against."""
-    return get_protocol(prep.cell.ablation).attribution
+    return get_protocol(prep.cell.ablation).attribution_reference
 
 
 def _load_cached(path: Path | None, prep: Prepared):
@@ -129,7 +129,7 @@ class JointAttribution:
         start = time.perf_counter()
         all_scores = attribute_many(
             prep.handle, [p.basis for p in group], prep.train, c.method, prep.settings.batch_size,
-            c.ig_steps, c.seed, progress, get_protocol(c.ablation).attribution,
+            c.ig_steps, c.seed, progress, get_protocol(c.ablation).attribution_reference,
         )  # fmt: skip
         prep.handle.synchronize()
         seconds = time.perf_counter() - start

@@ -141,7 +141,11 @@ class JointAttribution:
         if cache:
             for p, sc in zip(group, all_scores, strict=True):
                 entry = {"units": sc.units, "error": sc.error, "seconds": seconds, "joint": joint}
-                save_checked(entry, _cache_path(p))
+                try:
+                    save_checked(entry, _cache_path(p))
+                except OSError as err:  # a full or read-only cache costs the cache, not the cell
+                    log.warning("attribution cache entry %s not written (%s); the cell goes on "
+                                "without it", _cache_path(p), err)  # fmt: skip
         for p, sc in zip(group[1:], all_scores[1:], strict=True):
             self._held[p.cell] = (sc, seconds, joint)
         return all_scores[0], seconds, False, joint

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bench.core.cache import check_cache_usable
 from bench.core.checks import (
     CLI,
     check_device,
@@ -36,6 +37,7 @@ def check_sweep_args(args: Any) -> None:
     if args.site not in SITE_NAMES:
         raise BadInputError(f"--site {args.site}: unknown site; valid: {', '.join(SITE_NAMES)}")
     check_output_file(args.out, "out", CLI, inputs={"task_file": args.task_file})
+    check_cache_usable()  # the model and dictionaries are cached there
     if args.task_file:
         from tasks.load import read_pairs
 

@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from bench.cell import CELL
+from bench.core.cache import check_cache_usable
 from bench.core.checks import CLI, check_device, check_dtype, check_int, check_output_file
 from bench.core.errors import BadInputError
 
@@ -50,6 +51,7 @@ def check_common(args: argparse.Namespace) -> list[dict]:
     if not specs:
         raise BadInputError(f"--bases {args.bases!r}: give at least one basis@site")
     check_output_file(args.out, "out", CLI)
+    check_cache_usable()
     return specs
 
 

@@ -46,6 +46,18 @@ def cache_root() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "sparsebench"
 
 
+def check_cache_usable() -> Path:
+    """The cache root takes new files (created if missing), or a BadInputError names it, the
+    variable that sets it and the fix; checked before a run does any work."""
+    from bench.core.checks import check_writable_parent
+    from bench.core.env import CACHE_VAR
+
+    root = cache_root()
+    source = f"{CACHE_VAR}={root}" if cache_override() else f"the cache {root}"
+    check_writable_parent(root / "entry", f"{source} (set {CACHE_VAR} to a writable directory)")
+    return root
+
+
 def cache_dir(*parts: str) -> Path:
     """The cache root (or a sub-directory of it), created on demand."""
     path = cache_root().joinpath(*parts)
@@ -186,8 +198,17 @@ def write_json_atomic(path: Path, data: Any) -> None:
     if bad := nonfinite_fields(data):
         shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
         raise ValueError(f"refusing to write {path}: non-finite values: {shown}")
-    with atomic_path(Path(path), kind="file") as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    try:
+        with atomic_path(Path(path), kind="file") as tmp:
+            tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    except OSError as err:
+        if isinstance(err, IsADirectoryError | FileExistsError):
+            raise
+        raise OSError(
+            err.errno,
+            f"could not write {path} ({err.strerror or err}): free space on its disk "
+            "or give another directory; nothing was half-written",
+        ) from None
 
 
 # -- checksummed entries -------------------------------------------------------------------------

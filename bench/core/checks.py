@@ -19,6 +19,7 @@ import contextlib
 import math
 import numbers
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -221,6 +222,10 @@ def _probe_writable(directory: Path) -> str | None:
     return None
 
 
+# a run writes results, cache entries and figures of a few MiB each; below this, refuse up front
+MIN_FREE_BYTES = 32 << 20
+
+
 def check_writable_parent(path: Path, what: str) -> None:
     """``path``'s directory exists and takes new files, or can be created: checked before any
     work is done, so an unwritable output never loses a finished run."""
@@ -231,6 +236,13 @@ def check_writable_parent(path: Path, what: str) -> None:
         raise BadInputError(f"{what}: cannot be created: {ancestor} is a file, not a directory")
     if reason := _probe_writable(ancestor):
         raise BadInputError(f"{what}: cannot write in directory {ancestor} ({reason})")
+    free = shutil.disk_usage(ancestor).free
+    if free < MIN_FREE_BYTES:
+        raise BadInputError(
+            f"{what}: only {free / 2**20:.1f} MiB free on the disk holding {ancestor}; "
+            f"sparsebench needs {MIN_FREE_BYTES >> 20} MiB there to write its results: free "
+            "some space or choose a directory on another disk"
+        )
 
 
 def check_output_file(

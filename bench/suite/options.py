@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.cell import CELL, SUITE_SPLIT, Cell
+from bench.core.cache import check_cache_usable
 from bench.core.checks import CLI, check_device, check_numbers, check_writable_parent, label
 from bench.core.errors import BadInputError
 
@@ -132,7 +133,8 @@ def parse_cells(config) -> list[Cell]:
     n_train, n_test = QUICK["n"] if quick else DEFAULT_N
     n_train = n_train if opt("--n-train") is None else opt("--n-train")  # 0 is not "unset"
     n_test = n_test if opt("--n-test") is None else opt("--n-test")
-    check_suite_options(n_train, n_test, opt("--results-dir"), opt("--reference"))
+    check_suite_options(n_train, n_test, opt("--results-dir"), opt("--reference"),
+                        bool(opt("--update-reference")))  # fmt: skip
     if bad := [t for t in tasks if t not in all_tasks]:
         raise _unknown("task(s)", bad, all_tasks)
     if bad := [m for m in methods if m not in METHODS]:
@@ -220,9 +222,14 @@ def result_path(results_dir: str | Path, result) -> Path:
 
 
 def check_suite_options(
-    n_train: Any, n_test: Any, results_dir: str | None, reference: str | None
+    n_train: Any,
+    n_test: Any,
+    results_dir: str | None,
+    reference: str | None,
+    update_reference: bool = False,
 ) -> None:
-    """The suite's numbers and directories, at collection time."""
+    """The suite's numbers and directories, at collection time: the results directory, the
+    references when they are to be written, and the cache, each writable with room."""
     check_numbers({"n_train": n_train, "n_test": n_test}, CLI)
     for name, value in (("results_dir", results_dir), ("reference", reference)):
         if value is not None and Path(value).exists() and not Path(value).is_dir():
@@ -230,6 +237,10 @@ def check_suite_options(
     if results_dir is not None:
         check_writable_parent(Path(results_dir) / "model" / "cell.json", label(
             "results_dir", results_dir, CLI))  # fmt: skip
+    if reference is not None and update_reference:
+        check_writable_parent(Path(reference) / "model" / "cell.json", label(
+            "reference", reference, CLI) + " (--update-reference writes there)")  # fmt: skip
+    check_cache_usable()
 
 
 def results_dir(config) -> Path:

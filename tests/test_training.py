@@ -243,3 +243,13 @@ def test_cli_measures_and_stores_the_quality_of_a_path_dictionary(cache, tmp_pat
     assert all(0 <= d <= 1 for d in stored["per_layer"]["dead_fraction"])
     basis = make_dictionary_basis(h, "transcoder", "mlp_out", f"path:{tmp_path / 'tc'}")
     assert basis.quality() == stored
+
+
+def test_loading_or_finishing_an_entry_leaves_no_empty_partial_folders(tmp_path, monkeypatch):
+    """Issue: empty saes/.partial/<model>/ folders stayed in the cache."""
+    h = tiny_handle("llama")
+    monkeypatch.setenv("SPARSEBENCH_CACHE", str(tmp_path))
+    entry = training.train_local(h, "mlp_out", None, TINY, tiny_corpus())
+    assert training.is_finished(entry) and not (tmp_path / "saes" / ".partial").exists()
+    assert training.train_local(h, "mlp_out", None, TINY, tiny_corpus()) == entry  # a load
+    assert not (tmp_path / "saes" / ".partial").exists()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from bench.core.cache import atomic_path, cache_dir, files_sha256, verify_files
+from bench.core.cache import atomic_path, cache_dir, cache_root, files_sha256, verify_files
 from bench.training.config import TrainConfig
 from bench.training.corpus import Corpus
 
@@ -62,9 +62,10 @@ def entry_name(site: str, layers: list[int], cfg: TrainConfig, corpus_sha: str) 
 
 
 def entry_dirs(model, site: str, layers: list[int], cfg: TrainConfig, corpus: Corpus):
-    """(finished entry dir, partial-run dir) for this model, site, layers, config and corpus."""
+    """(finished entry dir, partial-run dir) for this model, site, layers, config and corpus;
+    the partial dir is created only when training starts (a finished entry leaves none)."""
     key, name = model_key(model), entry_name(site, layers, cfg, corpus.sha256)
-    return cache_dir("saes", key) / name, cache_dir("saes", ".partial", key) / name
+    return cache_dir("saes", key) / name, cache_root() / "saes" / ".partial" / key / name
 
 
 def is_finished(entry: Path) -> bool:

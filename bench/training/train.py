@@ -5,6 +5,7 @@ what ``dictionary="local"`` calls (:mod:`bench.bases.loading`) with the model ha
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -294,6 +295,7 @@ def _build(handle, site, layers, cfg, corpus, entry, partial, on_batch, progress
     from bench.training.quality import measure_quality
 
     train_windows, held_out = corpus.windows(handle.tokenizer, cfg.ctx)
+    partial.mkdir(parents=True, exist_ok=True)  # only now: a finished entry leaves none
     final = partial / "final"
     start = time.perf_counter()
     resumed_from = None
@@ -344,6 +346,9 @@ def _build(handle, site, layers, cfg, corpus, entry, partial, on_batch, progress
         manifest["files"] = files_sha256(tmp)  # verified on every later use
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     shutil.rmtree(partial, ignore_errors=True)
+    for parent in (partial.parent, partial.parent.parent):  # .partial/<model>, .partial
+        with contextlib.suppress(OSError):
+            parent.rmdir()  # only when empty: another run's partial work stays
     return entry
 
 

@@ -28,7 +28,7 @@ from bench.sites import SiteTable
 log = logging.getLogger(__name__)
 
 TRANSCODER_ARCHS = ("transcoder", "skip_transcoder", "jumprelu_transcoder", "topk_transcoder")
-SKIP_ARCHS = ("skip_transcoder", "jumprelu_skip_transcoder")
+SKIP_ARCHS = ("skip_transcoder", "jumprelu_skip_transcoder", "topk_skip_transcoder")
 TRANSCODER_WRITE_SITE, TRANSCODER_READ_SITE = "mlp_out", "mlp_in"
 SUPPORTED_NORMALIZATION = ("none", None)
 LOCAL_OPTIONS = {"width": "width", "k": "k", "tokens": "n_tokens", "epochs": "epochs"}

@@ -3,7 +3,9 @@
 Steps (:func:`load_path`):
 
 1. read every ``<dir>/*/cfg.json`` (:func:`read_dir_configs`; older sae-lens layouts converted
-   as sae-lens's own loader does);
+   as sae-lens's own loader does); Gemma Scope 2's layout (``<dir>/*/params.safetensors``) and
+   eai-sparsify's (``<dir>/*/sae.safetensors``) go to :mod:`bench.bases.gemmascope` and
+   :mod:`bench.bases.sparsify`, which do steps 2-4 the same way;
 2. check each config against the model (:func:`bench.bases.dictionary.check_config`), which
    also gives its layer; layers come from hook names, not directory names;
 3. keep one dictionary per layer (:func:`group_layers`) and require every layer
@@ -84,6 +86,12 @@ def load_dir(sites: SiteTable, basis: str, site: str, directory: Path) -> dict[i
     """The checked, frozen SAEs of a ``path:`` directory, by layer (any subset of layers)."""
     from sae_lens import SAE
 
+    from bench.bases import gemmascope, sparsify
+
+    if gemmascope.is_gemmascope_dir(directory):  # Gemma Scope 2's layout (params.safetensors)
+        return gemmascope.load_gemmascope_dir(sites, basis, site, directory)
+    if sparsify.is_sparsify_dir(directory):  # eai-sparsify's layout (sae.safetensors)
+        return sparsify.load_sparsify_dir(sites, basis, site, directory)
     configs = read_dir_configs(directory)
     layer_of = {
         sub: check_config(sites, basis, site, cfg, f"dictionary {sub}")

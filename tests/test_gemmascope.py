@@ -94,8 +94,10 @@ def write_release(root: Path, h, kind: str, affine: bool = False, config: bool =
     parent = "transcoder_all" if kind == "transcoder" else "mlp_out_all"
     suffix = "_affine" if affine else ""
     return {
-        layer: write_folder(root / parent / f"layer_{layer}_width_16k_l0_small{suffix}", d, d,
-                            D_SAE, layer, kind, affine, config)  # fmt: skip
+        layer: write_folder(
+            root / parent / f"layer_{layer}_width_16k_l0_small{suffix}",
+            *(d, d, D_SAE, layer, kind, affine, config),
+        )
         for layer in range(h.sites.n_layers)
     }
 

@@ -38,8 +38,6 @@ import struct
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from bench.bases.dictionary import check_affine, check_config, prepare
 from bench.bases.path import group_layers
 from bench.sites import SiteTable
@@ -94,12 +92,10 @@ def sae_lens_config(label: str, raw: dict[str, Any], shapes: dict[str, list[int]
     d_in, d_sae = shapes["w_enc"]  # [d_in, d_sae]
     d_out = shapes["w_dec"][-1]  # [d_sae, d_out]
     hf_in = raw.get("hf_hook_point_in")
-    if hf_in and (m := re.search(r"layers\.(\d+)\.", hf_in)):
-        layer = int(m.group(1))
-    elif m := re.search(r"layer_(\d+)", label):
-        layer = int(m.group(1))
-    else:
+    m = re.search(r"layers\.(\d+)\.", hf_in or "") or re.search(r"layer_(\d+)", label)
+    if m is None:
         raise ValueError(f"Gemma Scope folder {label!r}: no layer in its name or {CONFIG}")
+    layer = int(m.group(1))
     kind = _kind(label, raw)
     transcoder = kind == "transcoder"
     tl_in, hf_default = (h.format(L=layer) for h in READ_HOOKS[kind])
@@ -137,8 +133,8 @@ def read_folder(label: str, params: Path, config: Path | None) -> dict[str, Any]
 
 def load_folder(cfg: dict[str, Any], params: Path, where: str):
     """The sae-lens SAE / transcoder of one folder, from its config and the published tensors."""
-    from safetensors.torch import load_file
     from sae_lens import SAE
+    from safetensors.torch import load_file
 
     raw = load_file(str(params))
     threshold = raw["threshold"].float()  # [d_sae]
@@ -193,7 +189,9 @@ def load_gemmascope_dir(sites: SiteTable, basis: str, site: str, directory: Path
         cfg = read_folder(label, params, config if config.exists() else None)
         found[folder] = (cfg, params)
     what = f"Gemma Scope directory {directory}"
-    return {layer: sae for layer, (_, sae) in _load_checked(sites, basis, site, found, what).items()}
+    return {
+        layer: sae for layer, (_, sae) in _load_checked(sites, basis, site, found, what).items()
+    }
 
 
 def _cached(repo_id: str, filename: str, required: bool) -> Path | None:

@@ -92,8 +92,10 @@ def load_release(
 
     if is_gemmascope_release(release):  # Gemma Scope 2: from the local cache, shapes from headers
         saes, chosen = load_gemmascope_release(sites, basis, site, release, ids)
-        return saes, {"source": f"release:{release}", "sae_ids": chosen}, _quality(
-            release, selector, basis, site
+        return (
+            saes,
+            {"source": f"release:{release}", "sae_ids": chosen},
+            _quality(release, selector, basis, site),
         )
     param = next(sites.model.parameters())
     layer_of: dict[str, int] = {}

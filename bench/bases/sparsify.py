@@ -74,7 +74,9 @@ if SKIP_ARCHITECTURE not in SAE_CLASS_REGISTRY:
 
 
 def _folders(directory: Path) -> list[Path]:
-    return sorted(p.parent for p in Path(directory).glob(f"*/{WEIGHTS}") if (p.parent / CFG).exists())
+    return sorted(
+        p.parent for p in Path(directory).glob(f"*/{WEIGHTS}") if (p.parent / CFG).exists()
+    )
 
 
 def is_sparsify_dir(directory: Path) -> bool:
@@ -144,9 +146,7 @@ def load_sparsify_dir(sites: SiteTable, basis: str, site: str, directory: Path) 
         cfg = sae_lens_config(sites, folder.name, raw, f"{what}: {folder.name}")
         layer = check_config(sites, basis, site, cfg, f"{what}: {folder.name}")
         # sae-lens metadata also carries the TransformerLens names of the sites found
-        cfg["metadata"]["hook_name"] = sites.hook_name(
-            "mlp_in" if "d_out" in cfg else site, layer
-        )
+        cfg["metadata"]["hook_name"] = sites.hook_name("mlp_in" if "d_out" in cfg else site, layer)
         configs[folder], layer_of[folder] = cfg, layer
     out = {}
     for layer, folder in group_layers(layer_of, what).items():

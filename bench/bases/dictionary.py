@@ -31,7 +31,7 @@ from bench.model.sites import SiteTable
 log = logging.getLogger(__name__)
 
 TRANSCODER_ARCHS = ("transcoder", "skip_transcoder", "jumprelu_transcoder", "topk_transcoder")
-SKIP_ARCHS = ("skip_transcoder", "jumprelu_skip_transcoder")
+SKIP_ARCHS = ("skip_transcoder", "jumprelu_skip_transcoder", "topk_skip_transcoder")
 SUPPORTED_NORMALIZATION = ("none", None)
 LOCAL_OPTIONS = {"width": "width", "k": "k", "tokens": "n_tokens", "epochs": "epochs"}
 

@@ -6,10 +6,12 @@ calls. Steps:
 1. parse the ``dictionary`` string (:func:`parse_dictionary`):
    - ``path:<dir>``: SAEs saved by sae-lens (``sae.save_model``), one sub-directory per layer,
      conventionally ``<dir>/<hook_name>/`` (``cfg.json`` + ``sae_weights.safetensors``); layers
-     are found from each config's hook name, not from directory names; an optional
+     are found from each config's hook name, not from directory names; Gemma Scope 2's layout
+     (``<dir>/*/params.safetensors``, :mod:`bench.bases.gemmascope`) and eai-sparsify's
+     (``<dir>/*/sae.safetensors``, :mod:`bench.bases.sparsify`) are recognised too; an optional
      ``<dir>/quality.json`` (as ``python -m bench.training quality`` writes) is the basis's quality;
    - ``release:<release>[:<sae_id template>]``: a sae-lens registry release
-     (:mod:`bench.bases.releases`);
+     (:mod:`bench.bases.releases`; Gemma Scope 2 releases from the local cache, offline);
    - ``local``, ``local:<name>`` or ``local:width=W,k=K,tokens=N,epochs=E``: TopK SAEs (or, for
      ``transcoder``, TopK transcoders) sparsebench trains for this model: a source that
      :mod:`bench.training.local` registers (bases never import training);
@@ -24,7 +26,10 @@ calls. Steps:
    ``layer_norm`` normalization, hook-z reshaping) are refused;
 5. wrap them in a :class:`DictionaryBasis`: encode/decode are sae-lens's own, the harness adds the
    error node ``x - decode(encode(x))``. A skip transcoder's skip term ``x @ W_skip.T`` is not a
-   latent, so it lands in the error node (``describe()`` says so).
+   latent, so it lands in the error node (``describe()`` says so): the basis's decode is the
+   latents' affine part, which ``decode_delta`` and the splice rely on, and the Basis protocol's
+   decode sees latents only. Measured quality (:mod:`bench.training.quality`) counts the skip
+   term as part of the reconstruction, so FVU and CE-loss recovered are the dictionary's own.
 """
 
 from __future__ import annotations

@@ -3,7 +3,9 @@
 Steps (:func:`load_path`):
 
 1. read every ``<dir>/*/cfg.json`` (:func:`read_dir_configs`; older sae-lens layouts converted
-   as sae-lens's own loader does);
+   as sae-lens's own loader does); Gemma Scope 2's layout (``<dir>/*/params.safetensors``) and
+   eai-sparsify's (``<dir>/*/sae.safetensors``) go to :mod:`bench.bases.gemmascope` and
+   :mod:`bench.bases.sparsify`, which do steps 2-4 the same way;
 2. check each config against the model (:func:`bench.bases.dictionary.check_config`), which
    also gives its layer; layers come from hook names, not directory names;
 3. keep one dictionary per layer (:func:`group_layers`) and require every layer
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.bases.dictionary import check_affine, check_config, prepare
+from bench.bases.layers import every_layer, group_layers
 from bench.model.sites import SiteTable
 
 log = logging.getLogger(__name__)
@@ -54,36 +57,16 @@ def read_dir_configs(directory: Path) -> dict[Path, dict[str, Any]]:
     return found
 
 
-def group_layers(found: dict[Any, int], what: str) -> dict[int, Any]:
-    """Items by layer; raises naming a layer that has more than one."""
-    layers: dict[int, list] = {}
-    for item, layer in found.items():
-        layers.setdefault(layer, []).append(item)
-    dupes = {layer: items for layer, items in layers.items() if len(items) > 1}
-    if dupes:
-        layer, items = min(dupes.items())
-        raise ValueError(
-            f"{what} has {len(items)} dictionaries for layer {layer} "
-            f"({', '.join(map(str, items))}); keep one per layer"
-        )
-    return {layer: items[0] for layer, items in sorted(layers.items())}
-
-
-def every_layer(sites: SiteTable, per_layer: dict[int, Any], what: str) -> list:
-    """``per_layer`` as a list over layers 0..n-1; raises naming the missing layers."""
-    missing = [layer for layer in range(sites.n_layers) if layer not in per_layer]
-    if missing:
-        raise ValueError(
-            f"{what} covers layers {sorted(per_layer)} but the model has {sites.n_layers} layers; "
-            f"missing: {missing} (a basis needs a dictionary on every layer)"
-        )
-    return [per_layer[layer] for layer in range(sites.n_layers)]
-
-
 def load_dir(sites: SiteTable, basis: str, site: str, directory: Path) -> dict[int, Any]:
     """The checked, frozen SAEs of a ``path:`` directory, by layer (any subset of layers)."""
     from sae_lens import SAE
 
+    from bench.bases import gemmascope, sparsify
+
+    if gemmascope.is_gemmascope_dir(directory):  # Gemma Scope 2's layout (params.safetensors)
+        return gemmascope.load_gemmascope_dir(sites, basis, site, directory)
+    if sparsify.is_sparsify_dir(directory):  # eai-sparsify's layout (sae.safetensors)
+        return sparsify.load_sparsify_dir(sites, basis, site, directory)
     configs = read_dir_configs(directory)
     layer_of = {
         sub: check_config(sites, basis, site, cfg, f"dictionary {sub}")

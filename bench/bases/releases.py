@@ -12,7 +12,9 @@ Steps of :func:`load_release`:
    map its hook onto (site, layer) with :func:`bench.bases.dictionary.check_config`, which also
    checks widths and kinds against the model before any weights are fetched;
 4. load the weights with ``SAE.from_pretrained(release, sae_id)`` — sae-lens's own loader, which
-   folds a registry norm scaling factor into the weights where the release has one;
+   folds a registry norm scaling factor into the weights where the release has one; Gemma Scope 2
+   releases (conversion ``gemma_3``) instead go through :mod:`bench.bases.gemmascope` (steps 3-4
+   from the local cache, shapes from the safetensors headers, no network when cached);
 5. quality: ``quality.json`` under ``cache_dir("saes", "releases", <release>)`` if
    ``python -m bench.training quality`` measured it for this selection, else None.
 
@@ -30,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.bases.dictionary import check_affine, check_config, prepare
-from bench.bases.path import every_layer, group_layers
+from bench.bases.layers import every_layer, group_layers
 from bench.core.cache import cache_dir
 from bench.model.sites import SiteTable
 
@@ -86,6 +88,15 @@ def load_release(
             f"layer with 'release:{release}:<template>', {{layer}} standing for the layer number, "
             f"e.g. {re.sub(r'(?<=layer_)[0-9]+', '{layer}', ids[0])!r}"
         )
+    from bench.bases.gemmascope import is_gemmascope_release, load_gemmascope_release
+
+    if is_gemmascope_release(release):  # Gemma Scope 2: from the local cache, shapes from headers
+        saes, chosen = load_gemmascope_release(sites, basis, site, release, ids)
+        return (
+            saes,
+            {"source": f"release:{release}", "sae_ids": chosen},
+            _quality(release, selector, basis, site),
+        )
     param = next(sites.model.parameters())
     layer_of: dict[str, int] = {}
     for sae_id in ids:
@@ -103,6 +114,11 @@ def load_release(
         check_affine(sae, f"{release}/{sae_id}")
         saes.append(sae)
     source = {"source": f"release:{release}", "sae_ids": chosen}
+    return saes, source, _quality(release, selector, basis, site)
+
+
+def _quality(release: str, selector: str | None, basis: str, site: str) -> dict | None:
+    """Step 5: the measured quality of this selection, or None."""
     qpath = quality_path(release, selector, basis, site)
     quality = None
     if qpath.exists():
@@ -110,4 +126,4 @@ def load_release(
             quality = json.loads(qpath.read_text())
         except (OSError, ValueError) as err:  # a damaged cache file: ignored, not fatal
             log.warning("cached quality %s is unreadable (%s); ignoring it", qpath, err)
-    return saes, source, quality
+    return quality

@@ -7,7 +7,8 @@
    huge attention-sink activations; see ``TrainConfig``) are left out of every metric and never
    spliced or ablated;
 2. reconstruction: float32 forwards capturing the read and write site on every layer; per layer
-   ``u = encode(read)``, ``x_hat = decode(u)`` (sae-lens's own), and
+   ``u = encode(read)``, ``x_hat = decode(u)`` (sae-lens's own; plus ``read @ W_skip.T`` for
+   skip transcoders, whose skip term is part of the reconstruction), and
    - L0 = mean number of non-zero latents per token,
    - FVU = sum ||x - x_hat||^2 / sum ||x - mean(x)||^2 (fraction of variance unexplained),
    - dead fraction = latents that are zero on every evaluated token;
@@ -34,6 +35,14 @@ log = logging.getLogger(__name__)
 
 def _encode(sae, x: torch.Tensor) -> torch.Tensor:  # [..., d_in] -> [..., d_sae]
     return sae.encode(x.to(sae.dtype))
+
+
+def _reconstruct(sae, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """``decode(u)``, plus a skip transcoder's skip term ``x @ W_skip.T`` (part of what the
+    dictionary reconstructs, though not of its latents).  # [..., d_out]"""
+    out = sae.decode(u)
+    skip = getattr(sae, "W_skip", None)
+    return out if skip is None else out + x.to(sae.dtype) @ skip.T
 
 
 def _ce(model, ids: torch.Tensor) -> torch.Tensor:
@@ -63,7 +72,7 @@ def reconstruction(
             x = acts[(site, layer)][:, skip_first:].flatten(0, -2).double()  # [tokens, d]
             read = acts[(read_site, layer)][:, skip_first:]
             u = _encode(sae, read.flatten(0, -2))  # [tokens, d_sae]
-            x_hat = sae.decode(u).double()
+            x_hat = _reconstruct(sae, read.flatten(0, -2), u).double()
             st["err"] += (x - x_hat).pow(2).sum().item()
             st["sum"] = st["sum"] + x.sum(0)
             st["sq"] += x.pow(2).sum().item()
@@ -131,7 +140,8 @@ def ce_loss(
         def splice(x: torch.Tensor, sae=sae, read_key=read_key, holder=holder) -> torch.Tensor:
             src = holder["acts"].get(read_key, x)
             new = x.clone()
-            new[:, skip_first:] = sae.decode(_encode(sae, src[:, skip_first:])).to(x.dtype)
+            src = src[:, skip_first:]
+            new[:, skip_first:] = _reconstruct(sae, src, _encode(sae, src)).to(x.dtype)
             return new
 
         def zero(x: torch.Tensor) -> torch.Tensor:

@@ -253,3 +253,35 @@ def test_loading_or_finishing_an_entry_leaves_no_empty_partial_folders(tmp_path,
     assert training.is_finished(entry) and not (tmp_path / "saes" / ".partial").exists()
     assert training.train_local(h, "mlp_out", None, TINY, tiny_corpus()) == entry  # a load
     assert not (tmp_path / "saes" / ".partial").exists()
+
+
+def test_a_published_dictionary_gets_its_quality_measured_once_and_cached(tmp_path, monkeypatch):
+    """Issue 20: every loaded dictionary's measured quality is in its results (a release's
+    nominal L0 is a name): the suite measures it on first use and caches it beside the files,
+    or in the cache when the directory is not writable."""
+    import dataclasses
+
+    from test_bases import write_dictionary
+
+    import bench.training.local as local
+    from bench.bases import make_basis
+
+    monkeypatch.setenv("SPARSEBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(training, "default_corpus", tiny_corpus)
+    monkeypatch.setattr(local, "DEFAULT_CONFIG", dataclasses.replace(TINY))
+    h = tiny_handle("llama")
+    directory = write_dictionary(tmp_path / "gs", h)
+    basis = make_basis(h, "sae", "mlp_out", f"path:{directory}")
+    assert basis.quality() is None  # loading alone measures nothing
+    local.ensure_quality(h, basis)
+    q = basis.quality()
+    assert {"l0", "fvu", "ce_loss_recovered"} <= set(q)
+    assert (directory / "quality.json").exists()
+    again = make_basis(h, "sae", "mlp_out", f"path:{directory}")
+    assert again.quality() == q  # read back, not measured again
+    (directory / "quality.json").unlink()
+    monkeypatch.setattr(local, "_probe_writable", lambda d: "Read-only file system")
+    third = make_basis(h, "sae", "mlp_out", f"path:{directory}")
+    local.ensure_quality(h, third)
+    assert third.quality()["fvu"] == q["fvu"] and not (directory / "quality.json").exists()
+    assert list((tmp_path / "cache" / "saes" / "releases").rglob("*.quality.json"))

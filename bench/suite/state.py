@@ -87,13 +87,16 @@ class Suite:
         key = (cell.model, cell.basis, cell.site, cell.dictionary)
         if key not in self.bases:
             from bench.bases import make_basis
+            from bench.training.local import ensure_quality
 
             handle = self.handle(cell.model)
             local = cell.dictionary and cell.dictionary.split(":")[0] == "local"
             note = " (a local dictionary trains on first use)" if local else ""
             shown = self.shown(f"building basis {cell.label}{note}") if cell.dictionary else None
             with shown or contextlib.nullcontext():
-                self.bases[key] = make_basis(handle, cell.basis, cell.site, cell.dictionary)
+                basis = make_basis(handle, cell.basis, cell.site, cell.dictionary)
+                ensure_quality(handle, basis)  # a published dictionary: measured once, cached
+                self.bases[key] = basis
         return self.bases[key]
 
     joint_group = staticmethod(joint_group)

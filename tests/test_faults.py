@@ -81,3 +81,33 @@ def test_a_full_cache_costs_the_attribution_entry_not_the_cell(tmp_path, monkeyp
         res = run_sweep(h, ds, method="atp", cache=True, n_bootstrap=50, bare_torch_timings=False)
     assert res.faithfulness[-1] == pytest.approx(1.0)
     assert "not written" in caplog.text and "goes on without it" in caplog.text
+
+
+def test_damaged_result_files_and_dictionary_weights_name_the_file(tmp_path):
+    """Issue: result JSON with wrong types or mismatched lengths, and truncated SAE weights,
+    gave tracebacks that named no file."""
+    import json
+
+    from test_bases import write_dictionary
+
+    from bench.bases import make_basis
+    from bench.results.result import ResultSchemaError, SweepResult
+
+    h, ds = tiny_handle("llama"), dataset()
+    good = run_sweep(h, ds, method="atp", n_bootstrap=50, bare_torch_timings=False).to_dict()
+    for field, value, message in [
+        ("faithfulness", good["faithfulness"][:-1], "has 12 values for 13 sizes"),
+        ("auc", "high", "must be a number, not 'high'"),
+        ("sizes", "1,2,3", "must be a non-empty list of integers"),
+        ("completeness_ci", [[0, 1]], "one [lo, hi] per size"),
+    ]:
+        path = tmp_path / f"{field}.json"
+        path.write_text(json.dumps({**good, field: value}))
+        with pytest.raises(ResultSchemaError) as err:
+            SweepResult.from_json(path)
+        assert f"{path}: field {field} " in str(err.value) and message in str(err.value)
+    directory = write_dictionary(tmp_path / "sae", h)
+    weights = next(directory.rglob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:100])  # truncated
+    with pytest.raises(ValueError, match=r"weights cannot be read .*copy or download them again"):
+        make_basis(h, "sae", "mlp_out", f"path:{directory}")

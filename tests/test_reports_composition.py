@@ -18,6 +18,7 @@ def _results(tmp_path: Path) -> list[Path]:
         r = SweepResult.from_json(p)
         r = dataclasses.replace(
             r, flip_rate=[0.0] * (len(r.sizes) - 1) + [0.9], k_at_flip_0_8=12.0,
+            flip_rate_ci=[[0.0, 0.1]] * len(r.sizes),
             k_at_flip_0_8_ci=[8.0, None],
             composition={"k_at_0_8": {"k": 7, "error_nodes": 2 if r.basis == "sae" else 0,
                                       "error_share": 2 / 7 if r.basis == "sae" else 0.0,

@@ -74,7 +74,14 @@ def load_dir(sites: SiteTable, basis: str, site: str, directory: Path) -> dict[i
     }
     out = {}
     for layer, sub in group_layers(layer_of, f"dictionary directory {directory}").items():
-        sae = prepare(SAE.load_from_disk(sub), sites)
+        try:
+            sae = prepare(SAE.load_from_disk(sub), sites)
+        except Exception as err:  # a truncated or damaged weights file: name it and the fix
+            raise ValueError(
+                f"dictionary {sub}: its weights cannot be read ({type(err).__name__}: {err}); "
+                "the files are damaged or incomplete: copy or download them again (a local "
+                "entry: delete the directory and it is trained again)"
+            ) from None
         check_affine(sae, f"dictionary {sub}")
         out[layer] = sae
     return out

@@ -23,6 +23,40 @@ class ResultSchemaError(ValueError):
     pass
 
 
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _check_shapes(data: dict[str, Any], origin: str) -> None:
+    """Types and lengths a reader relies on: one curve value and one [lo, hi] per size."""
+
+    def bad(field: str, what: str) -> ResultSchemaError:
+        return ResultSchemaError(f"{origin}: field {field} {what}; the file is damaged or was "
+                                 "not written by sparsebench (rerun the cell)")  # fmt: skip
+
+    sizes = data["sizes"]
+    if not isinstance(sizes, list) or not sizes or not all(isinstance(k, int) for k in sizes):
+        raise bad("sizes", "must be a non-empty list of integers")
+    for name in ("faithfulness", "completeness", "flip_rate"):
+        curve = data.get(name)
+        if curve is None and name == "flip_rate":
+            continue
+        if not isinstance(curve, list) or not all(_number(v) for v in curve):
+            raise bad(name, "must be a list of numbers")
+        if len(curve) != len(sizes):
+            raise bad(name, f"has {len(curve)} values for {len(sizes)} sizes")
+        band = data.get(f"{name}_ci")
+        if not isinstance(band, list) or len(band) != len(sizes):
+            raise bad(f"{name}_ci", f"must hold one [lo, hi] per size ({len(sizes)})")
+        if not all(isinstance(b, list) and len(b) == 2 for b in band):
+            raise bad(f"{name}_ci", "must hold [lo, hi] pairs")
+    for name in ("auc", "cpr", "cmd", "m_full", "m_empty", "n_nodes"):
+        if not _number(data[name]):
+            raise bad(name, f"must be a number, not {data[name]!r}")
+    if data["k_at_0_8"] is not None and not _number(data["k_at_0_8"]):
+        raise bad("k_at_0_8", f"must be a number or null, not {data['k_at_0_8']!r}")
+
+
 @dataclass
 class SweepResult:
     # -- the cell
@@ -113,6 +147,7 @@ class SweepResult:
         missing = [n for n in required if n not in data]
         if missing:
             raise ResultSchemaError(f"{origin}: missing field(s) {', '.join(missing)}")
+        _check_shapes(data, origin)
         return cls(**{k: v for k, v in data.items() if k in fields})
 
     @classmethod

@@ -19,11 +19,17 @@ import sys
 from bench.cli import COMMANDS
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """Every command and option (the README's examples are parsed by a test)."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         importlib.import_module(f"bench.cli.{name}").add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     quiet = getattr(args, "quiet", True)
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s")

@@ -56,7 +56,8 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """Every command and option (the README's examples are parsed by a test)."""
     parser = argparse.ArgumentParser(prog="python -m tasks", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -69,6 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--batch-size", type=int, default=32)
     check.add_argument("--threshold", type=float, default=0.7, help="flag tasks under this")
     check.set_defaults(func=_check)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
     try:

@@ -171,7 +171,8 @@ def _quality(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """Every command and option (the README's examples are parsed by a test)."""
     parser = argparse.ArgumentParser(
         prog="python -m bench.training", description=__doc__.split("\n")[0]
     )
@@ -204,6 +205,11 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--device", default="cpu")
         p.add_argument("--threads", type=int, help="torch CPU threads")
         p.add_argument("--quiet", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     try:

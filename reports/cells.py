@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.results.result import SweepResult
+from bench.results.verdict import propagated_ratio
 from reports import style
 
 DICTIONARY_BASES = ("sae", "transcoder")
@@ -162,12 +163,6 @@ class KRatio:
     propagated: bool  # True: computed here from the two CIs (conservative), not paired
 
 
-def _div(a: float | None, b: float | None) -> float | None:
-    if a is None or b is None or b == 0:
-        return None
-    return float(a) / float(b)
-
-
 def ci_pair(ci: Any) -> tuple[Any, Any]:
     """(lo, hi) of a stored CI, as stored: a 2-element list or tuple; anything else (missing,
     malformed) is (None, None). The reports' one CI-pair parser."""
@@ -197,10 +192,8 @@ def k_ratios(results: Sequence[SweepResult]) -> list[KRatio]:
             ratio, propagated = float(given["ratio"]), False
             denominator = str(given.get("reference", denominator))  # the result's JSON key
         elif ref is not None:
-            lo_d, hi_d = _ci(r.k_at_0_8_ci)
-            lo_n, hi_n = _ci(ref.k_at_0_8_ci)
-            ratio = _div(r.k_at_0_8, ref.k_at_0_8)
-            lo, hi, propagated = _div(lo_d, hi_n), _div(hi_d, lo_n), True
+            p = propagated_ratio(r, ref)  # the verdict's fallback, computed in one place
+            ratio, (lo, hi), propagated = p["ratio"], p["ci"], True
         else:
             continue
         out.append(

@@ -42,14 +42,29 @@ def _basis_order(r: SweepResult) -> tuple:
     return (r.basis in DICTIONARY_BASES, r.basis, r.site != "mlp_acts", r.site, r.dictionary or "")
 
 
+def _div(a: float | None, b: float | None) -> float | None:
+    return None if a is None or not b else float(a) / float(b)
+
+
+def _pair(ci: Any) -> tuple[Any, Any]:
+    return (ci[0], ci[1]) if isinstance(ci, list | tuple) and len(ci) == 2 else (None, None)
+
+
+def propagated_ratio(r: SweepResult, neurons: SweepResult) -> dict[str, Any]:
+    """k@0.8(r) / k@0.8(neurons) with a CI propagated conservatively from the two cells' own
+    CIs (lo_dict / hi_neurons, hi_dict / lo_neurons; wider than a paired one): the fallback of
+    the verdict and of ``python -m reports`` for results without a paired ratio."""
+    (lo_d, hi_d), (lo_n, hi_n) = _pair(r.k_at_0_8_ci), _pair(neurons.k_at_0_8_ci)
+    return {
+        "ratio": _div(r.k_at_0_8, neurons.k_at_0_8),
+        "ci": [_div(lo_d, hi_n), _div(hi_d, lo_n)],
+        "propagated": True,
+    }
+
+
 def _propagated(r: SweepResult, neurons: SweepResult) -> dict[str, Any] | None:
-    """A ratio with a CI propagated from the two cells' own CIs (wider than a paired one)."""
-    if r.k_at_0_8 is None or neurons.k_at_0_8 is None:
-        return None
-    (lo_d, hi_d), (lo_n, hi_n) = r.k_at_0_8_ci, neurons.k_at_0_8_ci
-    lo = lo_d / hi_n if lo_d is not None and hi_n else None
-    hi = hi_d / lo_n if hi_d is not None and lo_n else None
-    return {"ratio": r.k_at_0_8 / neurons.k_at_0_8, "ci": [lo, hi], "propagated": True}
+    p = propagated_ratio(r, neurons)
+    return p if r.k_at_0_8 is not None and neurons.k_at_0_8 is not None else None
 
 
 def cell_label(r: SweepResult) -> str:

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench.results import baselines as reference
-from bench.suite.options import result_path, results_dir
+from bench.results import baselines
+from bench.suite.options import results_dir
 
 
 def test_cell(benchmark, cell, suite, request):
@@ -24,7 +24,6 @@ def test_cell(benchmark, cell, suite, request):
         return benchmark.pedantic(measure, setup=setup, rounds=1, iterations=1)
 
     result = suite.run_cell(cell, timed)
-    suite.results.append(result)
     benchmark.extra_info["result"] = result.to_dict()
     benchmark.extra_info.update(
         k_at_0_8=result.k_at_0_8,
@@ -33,17 +32,10 @@ def test_cell(benchmark, cell, suite, request):
         sweep_ratio=result.timings.get("sweep_ratio"),
         attribution_cached=result.timings["attribution_cached"],
         k_ratio_vs_neurons=result.extra.get("k_ratio_vs_neurons"),
+        k_at_flip_0_8=result.k_at_flip_0_8,
         f_nonzero=result.consistency.get("f_nonzero"),
     )
-    out = result_path(results_dir(config), result)
-    result.to_json(out)
-    suite.written.append((suite.cells.index(cell), out))
-
-    ref_dir = config.getoption("--reference")
-    if ref_dir and config.getoption("--update-reference"):
-        suite.updated.append(reference.update(ref_dir, result))
-    elif ref_dir:
-        checks = reference.check_against(ref_dir, result)
-        suite.checks.extend(checks)
-        if not all(c.ok for c in checks):
-            pytest.fail("faithfulness moved:\n" + reference.table(checks), pytrace=False)
+    moved = suite.keep(cell, result, results_dir(config), config.getoption("--reference"),
+                       config.getoption("--update-reference"))  # fmt: skip
+    if moved:
+        pytest.fail("faithfulness moved:\n" + baselines.table(moved), pytrace=False)

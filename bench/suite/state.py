@@ -16,10 +16,11 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from bench.cell import Cell
-from bench.suite.options import joint_group
+from bench.suite.options import joint_group, result_path
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +156,25 @@ class Suite:
         return finish(
             prep, measured, bare_torch=self.bare_torch_timings[key], ratio_denominator=denominator
         )
+
+    def keep(self, cell: Cell, result, results_dir: Path, reference: str | None = None,
+             update: bool = False) -> list:  # fmt: skip
+        """After a cell: its SweepResult written under ``results_dir`` and remembered for the
+        verdict; then the reference updated (``update``) or checked. The failed checks."""
+        from bench.results import baselines
+
+        self.results.append(result)
+        out = result_path(results_dir, result)
+        result.to_json(out)
+        self.written.append((self.cells.index(cell), out))
+        if reference and update:
+            self.updated.append(baselines.update(reference, result))
+            return []
+        if not reference:
+            return []
+        checks = baselines.check_against(reference, result)
+        self.checks.extend(checks)
+        return [c for c in checks if not c.ok]
 
 
 def ordered(results: list, cells: list[Cell]) -> list:

@@ -6,6 +6,7 @@ from bench.suite.plugin import (  # noqa: F401
     pytest_collection_modifyitems,
     pytest_configure,
     pytest_generate_tests,
+    pytest_report_header,
     pytest_sessionfinish,
     pytest_terminal_summary,
     pytest_testnodedown,

@@ -187,14 +187,43 @@ def test_the_xdist_scheduler_keeps_each_joint_group_whole():
     assert sched._split_scope("tests/test_x.py::test_other") == "tests/test_x.py::test_other"
 
 
-def test_threads_per_worker_split_the_cores_unless_set(monkeypatch):
-    from bench.core import env as suite
+def test_threads_split_the_free_cores_unless_set(monkeypatch):
+    from bench.core import env
+
+    def threads(n_workers: int) -> int:
+        return env.choose_threads(n_workers)[0]
 
     monkeypatch.delenv("SPARSEBENCH_THREADS", raising=False)
-    monkeypatch.setattr(suite, "cpu_cores", lambda: 16)
-    assert [suite.threads_per_worker(n) for n in (1, 2, 3, 32)] == [16, 8, 5, 1]
+    monkeypatch.setattr(env, "cpu_cores", lambda: 16)
+    monkeypatch.setattr(env, "load_average", lambda: 0.0)  # idle: every core
+    assert [threads(n) for n in (1, 2, 3, 32)] == [16, 8, 5, 1]
+    monkeypatch.setattr(env, "load_average", lambda: 6.2)  # six cores busy elsewhere
+    assert [threads(n) for n in (1, 2, 3)] == [10, 5, 3]
+    monkeypatch.setattr(env, "cpu_cores", lambda: 2)
+    monkeypatch.setattr(env, "load_average", lambda: 2.1)  # two other jobs on two cores
+    n, why = env.choose_threads()
+    assert n == 1 and "2 cores, load 2.1" in why and "SPARSEBENCH_THREADS" in why
+    monkeypatch.setattr(env, "load_average", lambda: 9.0)  # overloaded: still one thread
+    assert threads(1) == 1
     monkeypatch.setenv("SPARSEBENCH_THREADS", "2")
-    assert suite.threads_per_worker(8) == 2
+    assert env.choose_threads(8) == (2, "SPARSEBENCH_THREADS=2")
+
+
+def test_the_suite_shows_its_thread_choice_once_in_the_header():
+    cmd = [sys.executable, "-m", "pytest", "bench", "--benchmark-only", "--co", "--quick"]
+    env = {**_env(), "SPARSEBENCH_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = [line for line in proc.stdout.splitlines() if "torch threads" in line]
+    assert lines == ["sparsebench: torch threads: 1 (SPARSEBENCH_THREADS=1)"], proc.stdout
+    env.pop("SPARSEBENCH_THREADS")
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    lines = [line for line in proc.stdout.splitlines() if "torch threads" in line]
+    assert len(lines) == 1 and re.fullmatch(
+        r"sparsebench: torch threads: \d+ \(\d+ cores, load [\d.]+; set SPARSEBENCH_THREADS "
+        r"to choose\)",
+        lines[0],
+    ), proc.stdout
 
 
 @pytest.mark.parametrize(

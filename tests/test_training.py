@@ -285,3 +285,30 @@ def test_a_published_dictionary_gets_its_quality_measured_once_and_cached(tmp_pa
     local.ensure_quality(h, third)
     assert third.quality()["fvu"] == q["fvu"] and not (directory / "quality.json").exists()
     assert list((tmp_path / "cache" / "saes" / "releases").rglob("*.quality.json"))
+
+
+def test_the_training_bar_is_one_short_line_and_the_losses_go_to_the_log(
+    tmp_path, monkeypatch, capsys, caplog
+):
+    """sae-lens's own bar carries every layer's loss in its description; ours names the layers,
+    counts tokens and shows the mean loss, and the per-layer losses reach the log at the end."""
+    import dataclasses
+    import logging
+
+    h = tiny_handle("llama")
+    monkeypatch.setenv("SPARSEBENCH_CACHE", str(tmp_path / "c"))
+    monkeypatch.setenv("TQDM_MININTERVAL", "0")  # draw every update, so the last one is seen
+    cfg = dataclasses.replace(TINY, batch_tokens=8, n_tokens=512, epochs=2)  # 128 steps
+    with caplog.at_level(logging.INFO, logger="bench.training.trainer"):
+        training.train_local(h, "mlp_out", None, cfg, tiny_corpus(), progress=True)
+    bars = [line for line in capsys.readouterr().err.replace("\r", "\n").splitlines()
+            if "training saes" in line]  # fmt: skip
+    assert bars, "no training bar was drawn"
+    for line in bars:
+        assert line.startswith("training saes, layers 0-1:"), line
+        assert "blocks.0" not in line and "hook_mlp_out" not in line  # no per-layer losses
+        assert "tok" in line and len(line) < 140, line
+    assert any("mean loss" in line for line in bars)
+    logged = [r.getMessage() for r in caplog.records if "last loss per dictionary" in r.message]
+    assert len(logged) == 1
+    assert "blocks.0.hook_mlp_out" in logged[0] and "blocks.1.hook_mlp_out" in logged[0]

@@ -1,7 +1,8 @@
 """The environment variables sparsebench reads, each parsed once, here.
 
-- ``SPARSEBENCH_THREADS``: torch intra-op threads (a positive integer); unset: torch's own
-  choice in one process, the cores split evenly among parallel workers;
+- ``SPARSEBENCH_THREADS``: torch intra-op threads (a positive integer); unset: the cores that
+  are free (this process's cores less the 1-minute load average, at least 1), split evenly
+  among parallel workers (:func:`choose_threads`);
 - ``SPARSEBENCH_CACHE``: the cache root (:func:`bench.core.cache.cache_root`).
 
 A leaf: no torch, nothing above ``bench.core``.
@@ -38,10 +39,34 @@ def cpu_cores() -> int:
     return os.cpu_count() or 1
 
 
-def threads_per_worker(n_workers: int) -> int:
-    """Torch threads of one of ``n_workers`` processes sharing this machine:
-    ``$SPARSEBENCH_THREADS`` when set, else the cores split evenly (at least 1)."""
-    return torch_threads() or max(1, cpu_cores() // max(1, n_workers))
+def load_average() -> float:
+    """The 1-minute load average: runnable processes, this one included once it runs; 0 where
+    the OS has none."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return 0.0
+
+
+def free_cores() -> int:
+    """Cores not already busy: this process's cores less the load average, at least 1.
+
+    Two torch threads on two cores that two other jobs also want run far slower than one
+    (each OpenMP barrier waits for a descheduled thread), so a busy machine gets fewer threads.
+    """
+    cores = cpu_cores()
+    return max(1, min(cores, round(cores - load_average())))
+
+
+def choose_threads(n_workers: int = 1) -> tuple[int, str]:
+    """Torch threads for one of ``n_workers`` processes sharing this machine, and why:
+    ``$SPARSEBENCH_THREADS`` when set, else the free cores split evenly (at least 1)."""
+    if (n := torch_threads()) is not None:
+        return n, f"{THREADS_VAR}={n}"
+    cores, load = cpu_cores(), load_average()
+    n = max(1, free_cores() // max(1, n_workers))
+    workers = f", {n_workers} workers" if n_workers > 1 else ""
+    return n, f"{cores} cores, load {load:.1f}{workers}; set {THREADS_VAR} to choose"
 
 
 def cache_override() -> str | None:

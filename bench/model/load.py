@@ -17,6 +17,7 @@ The dtype policy (:func:`default_dtype`, :func:`auto_dtype`) lives here too.
 from __future__ import annotations
 
 import difflib
+import logging
 from pathlib import Path
 
 import torch
@@ -24,13 +25,15 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from bench.core.cache import cache_dir
 from bench.core.checks import check_device, check_dtype
-from bench.core.env import torch_threads
+from bench.core.env import choose_threads
 from bench.core.errors import ModelUnavailableError, UnknownModelError
 from bench.model.gguf import dequantized_dir, fetch_gguf
 from bench.model.handle import ModelHandle
 from bench.model.registry import OFFLINE_MODELS, REGISTRY, HubModel, PyPIGGUF
 from bench.model.sites import SiteTable
 from bench.model.tiny import TINY_ARCHS, tiny_model
+
+log = logging.getLogger(__name__)
 
 
 def load_tokenizer(name: str):
@@ -100,15 +103,24 @@ def _as_dtype(dtype: torch.dtype | str | None, device: str | torch.device = "cpu
     return getattr(torch, dtype)
 
 
-def configure_threads() -> None:
-    """Apply ``$SPARSEBENCH_THREADS`` (torch intra-op threads) if set (:mod:`bench.core.env`).
+_THREADS_CHOSEN: list[tuple[int, str]] = []  # the process's choice and why, once made
+
+
+def configure_threads(n_workers: int = 1) -> tuple[int, str]:
+    """Choose torch's intra-op threads once per process (:func:`bench.core.env.choose_threads`:
+    ``$SPARSEBENCH_THREADS``, else the free cores split among ``n_workers``), log the choice
+    once, and return it with its reason; later calls keep the first choice.
 
     On small CPU machines that share cores, one thread is often several times faster than two
     for this workload's small matrices (OpenMP waits on a descheduled thread); the timing
     ratios compare against bare torch under the same setting, so they stay fair either way.
     """
-    if (n := torch_threads()) is not None:
+    if not _THREADS_CHOSEN:
+        n, why = choose_threads(n_workers)
         torch.set_num_threads(n)
+        _THREADS_CHOSEN.append((n, why))
+        log.info("torch threads: %d (%s)", n, why)
+    return _THREADS_CHOSEN[0]
 
 
 def _looks_like_path(name: str) -> bool:

@@ -60,7 +60,7 @@ from pathlib import Path
 import pytest
 
 from bench.cell import Cell
-from bench.core.env import threads_per_worker
+from bench.core.env import choose_threads
 from bench.core.errors import BadInputError
 from bench.suite import options
 from bench.suite.options import SUITE_OPTIONS, group_name, parse_devices
@@ -139,10 +139,23 @@ def pytest_configure(config):
     if role == "worker":
         index = int(config.workerinput["workerid"].removeprefix("gw"))
         count = int(config.workerinput["workercount"])
-        import torch
+    if role != "controller":  # the process that runs cells: threads chosen once, now
+        from bench.model.load import configure_threads
 
-        torch.set_num_threads(threads_per_worker(count))  # the cores split between workers
+        configure_threads(count)  # the free cores, split between workers
     _SUITE.device = devices[index % len(devices)]
+
+
+def pytest_report_header(config):
+    """The torch thread choice, once, at the top of the run (workers choose their own)."""
+    if _xdist(config) == "controller":
+        workers = int(config.getoption("numprocesses", default=0) or 0)
+        n, why = choose_threads(max(1, workers))
+        return [f"sparsebench: torch threads per worker: {n} ({why})"]
+    from bench.model.load import configure_threads
+
+    n, why = configure_threads()  # the choice pytest_configure made
+    return [f"sparsebench: torch threads: {n} ({why})"]
 
 
 def _check_scaleout(config, role: str | None) -> None:

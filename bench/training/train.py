@@ -160,7 +160,7 @@ def _fit_group(handle, fwd_model, basis, site, group, cfg, windows, partial: Pat
     """Steps 4-5 for one group of layers: collect (one forward per token, on ``fwd_model``),
     train (resuming from the last complete checkpoint), fold; ``({hook: trained module},
     resumed-from samples or None)``."""
-    from sae_lens.training.multi_sae_trainer import MultiSAETrainer
+    from bench.training.trainer import one_bar_trainer
 
     buffers = collect(
         fwd_model, READ_SITE.get(basis, site), site, group, windows, cfg.skip_first,
@@ -185,9 +185,11 @@ def _fit_group(handle, fwd_model, basis, site, group, cfg, windows, partial: Pat
             with torch.no_grad():
                 sae.b_dec.copy_(scales[hook]["mean"])  # start at the (scaled) mean output
             saes[hook] = sae
-        return MultiSAETrainer(
+        span = list(range(group[0], group[-1] + 1)) == list(group)
+        layers = f"layers {group[0]}-{group[-1]}" if span else f"{len(group)} layers"
+        return one_bar_trainer(
             _trainer_config(handle, cfg, partial), saes, {h: h for h in saes}, iter(()),
-            save_checkpoint_fn=mark_done,
+            save_checkpoint_fn=mark_done, label=f"training {basis}s, {layers}", progress=progress,
         )  # fmt: skip
 
     trainer, start = new_trainer(), 0

@@ -312,3 +312,30 @@ def test_the_training_bar_is_one_short_line_and_the_losses_go_to_the_log(
     logged = [r.getMessage() for r in caplog.records if "last loss per dictionary" in r.message]
     assert len(logged) == 1
     assert "blocks.0.hook_mlp_out" in logged[0] and "blocks.1.hook_mlp_out" in logged[0]
+
+
+def test_a_cli_sweep_records_a_published_dictionarys_measured_quality(
+    tmp_path, monkeypatch, capsys
+):
+    """``python -m bench sweep --dictionary path:...`` measures the dictionary (once) and records
+    L0, FVU and CE-loss recovered in the result, as the suite does."""
+    import dataclasses
+
+    from test_bases import write_dictionary
+
+    import bench.training.local as local
+    from bench.__main__ import main
+    from bench.results.result import SweepResult
+
+    monkeypatch.setenv("SPARSEBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(training, "default_corpus", tiny_corpus)
+    monkeypatch.setattr(local, "DEFAULT_CONFIG", dataclasses.replace(TINY))
+    directory = write_dictionary(tmp_path / "gs", load_model("tiny-llama"))
+    out = tmp_path / "r.json"
+    argv = ["sweep", "--model", "tiny-llama", "--task", "sva_simple", "--n-train", "8",
+            "--n-test", "4", "--basis", "sae", "--site", "mlp_out", "--method", "atp",
+            "--dictionary", f"path:{directory}", "--out", str(out), "--quiet"]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr()
+    quality = SweepResult.from_json(out).dictionary_quality
+    assert {"l0", "fvu", "ce_loss_recovered"} <= set(quality)
+    assert quality == json.loads((directory / "quality.json").read_text())

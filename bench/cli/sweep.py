@@ -51,9 +51,12 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from bench.bases import make_basis
+    from bench.cell import Cell, RunSettings
     from bench.cli.checks import check_sweep_args
     from bench.model.load import load_model
-    from bench.pipeline import run_sweep
+    from bench.pipeline import finish, measure, prepare
+    from bench.training.local import ensure_quality
     from tasks import get_task, load_pairs
 
     check_sweep_args(args)  # every option, before the model loads or anything is written
@@ -62,21 +65,16 @@ def run(args: argparse.Namespace) -> int:
         ds = load_pairs(args.task_file, handle.tokenizer, args.n_train, args.n_test, args.seed)
     else:
         ds = get_task(args.task).build(handle.tokenizer, args.n_train, args.n_test, args.seed)
-    result = run_sweep(
-        handle,
-        ds,
-        basis=args.basis,
-        site=args.site,
-        method=args.method,
-        ablation=args.ablation,
-        dictionary=args.dictionary,
-        error_mode=args.error_mode,
-        seed=args.seed,
-        batch_size=args.batch_size,
+    basis = make_basis(handle, args.basis, args.site, args.dictionary)
+    ensure_quality(handle, basis)  # a published dictionary: measured once, cached, recorded
+    cell = Cell(
+        basis=args.basis, site=args.site, method=args.method, ablation=args.ablation,
+        dictionary=args.dictionary, error_mode=args.error_mode, seed=args.seed,
         ig_steps=args.ig_steps,
-        n_bootstrap=args.n_bootstrap,
-        progress=not args.quiet,
-    )
+    )  # fmt: skip
+    settings = RunSettings(batch_size=args.batch_size, n_bootstrap=args.n_bootstrap)
+    prep = prepare(handle, ds, cell, basis=basis, settings=settings)
+    result = finish(prep, measure(prep, progress=not args.quiet))
     result.to_json(args.out)  # atomic: temp file, then rename
     k, lo, hi = (_k(v) for v in (result.k_at_0_8, *result.k_at_0_8_ci))
     t = result.timings

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 
 from bench.cli import COMMANDS
+from bench.core.logs import configure_cli_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     quiet = getattr(args, "quiet", True)
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s")
+    configure_cli_logging(quiet)  # sparsebench at INFO, other libraries at WARNING
     try:
         return args.run(args)
     except (ValueError, RuntimeError, OSError, FloatingPointError) as err:

@@ -123,3 +123,25 @@ def test_the_commands_write_json_and_a_figure_and_refuse_bad_options(tmp_path, c
     for argv, message in bad:
         assert main(argv) == 2
         assert message in capsys.readouterr().err, argv
+
+
+def test_the_command_lines_log_sparsebench_at_info_and_other_libraries_at_warning():
+    """A figure's PDF once printed ~70 lines of fontTools' font subsetting among the results."""
+    import logging
+
+    from bench.core.logs import OWN_PACKAGES, configure_cli_logging
+
+    root, own = logging.getLogger(), [logging.getLogger(n) for n in OWN_PACKAGES]
+    saved = root.level, [lg.level for lg in own]
+    try:
+        configure_cli_logging(quiet=False)
+        assert not logging.getLogger("fontTools.subset").isEnabledFor(logging.INFO)
+        assert logging.getLogger("bench.studies.steer").isEnabledFor(logging.INFO)
+        assert logging.getLogger("reports.build").isEnabledFor(logging.INFO)
+        configure_cli_logging(quiet=True)
+        assert not logging.getLogger("bench.training.train").isEnabledFor(logging.INFO)
+        assert logging.getLogger("bench.training.train").isEnabledFor(logging.WARNING)
+    finally:
+        root.setLevel(saved[0])
+        for lg, level in zip(own, saved[1], strict=True):
+            lg.setLevel(level)

@@ -104,7 +104,7 @@ def steer(
                 with torch.no_grad(), unit_scaling(handle, basis, scale):
                     probs = _probabilities(handle, test, state_ids)
                 records.append({"basis": label, "k": int(k), "alpha": float(alpha), **probs})
-                log.info("%s k=%d alpha=%g: %s", label, k, alpha, probs)
+                log.debug("%s k=%d alpha=%g: %s", label, k, alpha, probs)
     with torch.no_grad():
         unsteered = _probabilities(handle, test, state_ids)
     protocol = {

@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+
+from bench.core.logs import configure_cli_logging
 
 
 def _layers(text: str | None, n_layers: int | None = None) -> list[int] | None:
@@ -211,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    configure_cli_logging(args.quiet)  # sparsebench at INFO, other libraries at WARNING
     try:
         _check_numbers(args)
         if args.threads:

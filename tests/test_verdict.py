@@ -66,3 +66,12 @@ def test_results_before_schema_3_still_give_a_verdict():
     frame = verdict_frame(results)
     assert "steering verdict" not in frame.columns and len(frame)
     json.dumps(frame.to_dict())  # plain data
+
+
+def test_a_steering_verdict_where_no_circuit_flips_80_percent_says_so():
+    neurons, sae = _pair()
+    never = [dataclasses.replace(r, k_at_flip_0_8=None, k_at_flip_0_8_ci=[None, None])
+             for r in (neurons, sae)]  # fmt: skip
+    row = verdict_frame(never).iloc[0]
+    assert row["steering verdict"] == "neither flips 80% of pairs"
+    assert row["verdict"] != row["steering verdict"]  # the sparsity verdict is unaffected

@@ -93,11 +93,16 @@ def fmt_ratio(ratio: float | None, ci: Sequence[float | None] | None) -> str:
 
 
 def verdict(
-    ratio: dict[str, Any] | None, k_dict: float | None, k_neurons: float | None, name: str
+    ratio: dict[str, Any] | None,
+    k_dict: float | None,
+    k_neurons: float | None,
+    name: str,
+    neither: str = "neither reaches F = 0.8",
 ) -> str:
-    """Step 4: one verdict from the paired ratio's CI (or, failing that, the k values)."""
+    """Step 4: one verdict from the paired ratio's CI (or, failing that, the k values);
+    ``neither``: what it says when no curve gets there."""
     if k_dict is None and k_neurons is None:
-        return "neither reaches F = 0.8"
+        return neither
     if k_dict is None:
         return "neurons sparser"
     if k_neurons is None:
@@ -161,7 +166,8 @@ def verdict_frame(results: Sequence[SweepResult]) -> pd.DataFrame:
                 flip.get("ratio"), flip.get("ci")
             )
             name = "SAE" if r.basis == "sae" else r.basis
-            v = verdict(flip, r.k_at_flip_0_8, neurons.k_at_flip_0_8, name)
+            v = verdict(flip, r.k_at_flip_0_8, neurons.k_at_flip_0_8, name,
+                        neither="neither flips 80% of pairs")  # fmt: skip
             steer.append(v if len(dictionaries) == 1 else f"{cell_label(r)}: {v}")
             at = (r.composition or {}).get("k_at_0_8")
             row[f"{cell_label(r)} error nodes"] = (

@@ -339,3 +339,43 @@ def test_a_cli_sweep_records_a_published_dictionarys_measured_quality(
     quality = SweepResult.from_json(out).dictionary_quality
     assert {"l0", "fvu", "ce_loss_recovered"} <= set(quality)
     assert quality == json.loads((directory / "quality.json").read_text())
+
+
+def test_a_float32_handle_trains_the_same_saes_as_a_bf16_one(tmp_path, monkeypatch):
+    """The forwards run on a bf16 copy of a float32 model; the copy must be the model a bf16
+    load gives (RoPE's inv_freq stays float32), or the same cache key holds different SAEs
+    depending on how the model was loaded (the training CLI loads float32, the suite bf16)."""
+    import dataclasses
+
+    from bench.model.handle import ModelHandle
+    from bench.model.sites import SiteTable
+
+    h32 = tiny_handle("llama")
+    h32.model.save_pretrained(tmp_path / "m")
+    from transformers import AutoModelForCausalLM
+
+    attn = h32.model.config._attn_implementation  # as the tiny model was built
+    bf16 = AutoModelForCausalLM.from_pretrained(
+        tmp_path / "m", dtype=torch.bfloat16, attn_implementation=attn
+    )
+    copy = training.forward_copy(h32.model, torch.bfloat16)
+    assert {b.dtype for _, b in bf16.named_buffers()} == {torch.float32}  # inv_freq
+    for (name, a), (_, b) in zip(bf16.named_buffers(), copy.named_buffers(), strict=True):
+        assert a.dtype == b.dtype and torch.equal(a, b), name
+    for (name, a), (_, b) in zip(bf16.named_parameters(), copy.named_parameters(), strict=True):
+        assert a.dtype == b.dtype == torch.bfloat16 and torch.equal(a, b), name
+    assert h32.model.dtype == torch.float32  # the handle's own model is left as it was
+    ids = torch.arange(1, 9).view(1, -1)
+    with torch.no_grad():
+        assert torch.equal(bf16(ids).logits, copy(ids).logits)
+
+    cfg = dataclasses.replace(TINY, forward_dtype="bfloat16")
+    h16 = ModelHandle(bf16.eval().requires_grad_(False), h32.tokenizer, "tiny-llama", "test",
+                      SiteTable.for_model(bf16))  # fmt: skip
+    monkeypatch.setenv("SPARSEBENCH_CACHE", str(tmp_path / "a"))
+    a = _weights(training.train_local(h32, "mlp_out", None, cfg, tiny_corpus(), progress=False))
+    monkeypatch.setenv("SPARSEBENCH_CACHE", str(tmp_path / "b"))
+    b = _weights(training.train_local(h16, "mlp_out", None, cfg, tiny_corpus(), progress=False))
+    for hook in a:
+        for name in a[hook]:
+            assert torch.equal(a[hook][name], b[hook][name]), (hook, name)

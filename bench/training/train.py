@@ -228,6 +228,19 @@ def _training_windows(windows: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
     return windows[order[:need]]
 
 
+def forward_copy(model, dtype: torch.dtype):
+    """A copy of ``model`` whose parameters are ``dtype``, as ``from_pretrained(dtype=...)``
+    loads it: buffers keep their own dtype. ``model.to(dtype)`` would also round buffers such
+    as RoPE's float32 ``inv_freq`` to bf16, so a float32 handle (``python -m bench.training``,
+    CPUs without bf16) collected different activations, and trained different SAEs under the
+    same cache key, than the suite's bf16 handle."""
+    out = copy.deepcopy(model)
+    for param in out.parameters():
+        if param.is_floating_point():
+            param.data = param.data.to(dtype)
+    return out
+
+
 def _fit(handle, basis, site, layers, cfg: TrainConfig, train_windows, partial: Path, on_batch,
          progress):  # fmt: skip
     """Steps 3-5 for every layer group; trained groups are saved to ``partial/final`` as they
@@ -237,7 +250,7 @@ def _fit(handle, basis, site, layers, cfg: TrainConfig, train_windows, partial: 
     resumed_from = None
     fwd_model = handle.model  # the forwards' model: one bf16 copy (by default) for every group
     if getattr(torch, cfg.forward_dtype) != handle.dtype:
-        fwd_model = copy.deepcopy(handle.model).to(getattr(torch, cfg.forward_dtype))
+        fwd_model = forward_copy(handle.model, getattr(torch, cfg.forward_dtype))
     for i, group in enumerate(_layer_groups(handle, basis, site, layers, cfg)):
         marker = partial / f"group-{i}.done"
         if marker.exists():

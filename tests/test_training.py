@@ -309,6 +309,7 @@ def test_the_training_bar_is_one_short_line_and_the_losses_go_to_the_log(
         assert "blocks.0" not in line and "hook_mlp_out" not in line  # no per-layer losses
         assert "tok" in line and len(line) < 140, line
     assert any("mean loss" in line for line in bars)
+    assert any("100%" in line for line in bars), bars[-3:]  # counted to the end, step by step
     logged = [r.getMessage() for r in caplog.records if "last loss per dictionary" in r.message]
     assert len(logged) == 1
     assert "blocks.0.hook_mlp_out" in logged[0] and "blocks.1.hook_mlp_out" in logged[0]

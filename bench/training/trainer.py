@@ -2,8 +2,8 @@
 
 sae-lens writes every SAE's loss into its bar's description, so training 30 layers at once
 gives one line the width of several screens. Here the bar says what is trained, counts
-training tokens (tqdm adds tokens/s and the ETA) and shows only the mean loss; each layer's
-last loss goes to the log once training ends. Training itself is sae-lens's, unchanged.
+training tokens at every step (tqdm adds tokens/s and the ETA) and shows only the mean loss;
+each layer's last loss goes to the log once training ends. Training itself is sae-lens's, unchanged.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from functools import cache
 
 log = logging.getLogger(__name__)
 
-BAR_EVERY = 100  # steps between bar updates (sae-lens's own interval)
+BAR_EVERY = 1  # steps between bar updates (sae-lens's is 100: one update in a 128-step run)
 
 
 @cache

@@ -111,15 +111,29 @@ def test_a_joint_pass_serves_the_other_bases_from_memory_and_the_cache(tmp_path,
     assert res.faithfulness == pytest.approx(alone.faithfulness, abs=1e-5)
 
 
-def test_committed_references_cover_the_default_and_quick_suites():
-    """Every cell of the default and --quick suites has a loadable reference under its name."""
+QUICK_CELLS = {  # what CI checks (.ci/run): --quick, and one quick gemma cell
+    "smollm2-135m": {
+        f"sva_simple__{b}__{m}__patch__n64x24"
+        for b in ("neurons@mlp_acts", "neurons@mlp_out")
+        for m in ("relp", "random")
+    },
+    "gemma-3-270m": {"sva_simple__neurons@mlp_acts__relp__patch__n64x24"},
+}
+CONSISTENCY_FLOOR = {"smollm2-135m": 0.9, "gemma-3-270m": 0.95}
+
+
+@pytest.mark.parametrize("model", sorted(QUICK_CELLS))
+def test_committed_references_cover_the_default_and_quick_suites(model):
+    """Every cell of the default suite and of CI's quick check has a loadable reference under
+    its name, of the current schema (flip rate and composition included)."""
     from pathlib import Path
 
     from bench import SweepResult
     from bench.results.baselines import cell_name
+    from bench.results.result import SCHEMA_VERSION
     from tasks import list_tasks
 
-    root = Path(__file__).resolve().parents[1] / "baselines" / "smollm2-135m"
+    root = Path(__file__).resolve().parents[1] / "baselines" / model
     refs = {p.stem: SweepResult.from_json(p) for p in root.glob("*.json")}
     assert all(cell_name(r) == stem for stem, r in refs.items())
     bases = ["neurons@mlp_acts", "neurons@mlp_out", "sae@mlp_out__local"]
@@ -129,12 +143,14 @@ def test_committed_references_cover_the_default_and_quick_suites():
         for b in bases
         for m in ("relp", "atp", "random")
     }
-    quick = {f"sva_simple__{b}__{m}__patch__n64x24" for b in bases[:2] for m in ("relp", "random")}
-    assert default | quick <= set(refs)
+    assert default | QUICK_CELLS[model] <= set(refs), sorted(default - set(refs))[:5]
     for r in refs.values():  # F(all) = 1 and F(none) = 0 in every committed curve
+        assert r.model == model and r.schema_version == SCHEMA_VERSION, cell_name(r)
         assert r.faithfulness[-1] == pytest.approx(1, abs=1e-6) and r.completeness[-1] == 0
+        assert r.flip_rate is not None and r.composition is not None, cell_name(r)
         # the default protocol is matched, and its consistency check holds in every cell
-        assert r.protocol["matched"] and r.consistency["f_nonzero"] >= 0.9, cell_name(r)
+        floor = CONSISTENCY_FLOOR[model]
+        assert r.protocol["matched"] and r.consistency["f_nonzero"] >= floor, cell_name(r)
 
 
 @pytest.mark.parametrize(

@@ -33,6 +33,9 @@ class RunSettings:
     batch_size: int = 32
     n_bootstrap: int = 1000
     masks_per_forward: int = 8
+    # run the positions no mask can change once per pair, not once per mask, where the
+    # protocol allows it (``patch``; bench.model.prefix); False runs every position per mask
+    reuse_prefix: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)

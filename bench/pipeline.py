@@ -47,7 +47,7 @@ from bench.results.result import SweepResult
 from bench.stages import Measured, Prepared
 from bench.sweep import scores
 from bench.sweep.composition import composition
-from bench.sweep.references import ablation_values
+from bench.sweep.references import get_reference
 from bench.sweep.sweep import SweepMetrics, evaluate, node_ranks
 from bench.training import local as _local_source  # noqa: F401 (registers dictionary="local")
 from tasks.validate import encode
@@ -102,29 +102,37 @@ def measure(
     suite builds
     one per group); ``atp``/``relp`` then attribute every basis of the group in the first
     member's pass and hold the others' scores in memory. Without it, ``prep`` alone."""
-    c = prep.cell
-    torch.manual_seed(c.seed)
+    torch.manual_seed(prep.cell.seed)
     stage = joint if joint is not None else JointAttribution([prep])
     sc, t_attr, cached, joint_bases = stage.scores(prep, progress, cache)
     start = time.perf_counter()
+    sm, grid, n_nodes = sweep(prep, sc, progress)
+    t_sweep = time.perf_counter() - start
+    extra = {"attribution_joint_bases": joint_bases} if len(joint_bases) > 1 else {}
+    return Measured(sc, sm, grid, n_nodes, t_attr, t_sweep, cached, extra)
+
+
+def sweep(prep: Prepared, sc, progress: bool = False) -> tuple[SweepMetrics, list[int], int]:
+    """Step 4 alone: rank the nodes of the scores ``sc`` and evaluate the size grid on the test
+    split (the shared prefix run once where the protocol's reference allows it and
+    ``prep.settings.reuse_prefix`` asks for it). (metrics, grid, number of nodes)."""
+    c = prep.cell
     ablate_error = prep.basis.has_error and c.error_mode == "ablate"
     flat = sc.flat(include_error=ablate_error)
     n_nodes = len(flat)
     grid = sorted(set(c.sizes)) if c.sizes is not None else scores.size_grid(n_nodes)
     if grid[0] < 1 or grid[-1] > n_nodes:
         raise ValueError(f"sizes must lie in 1..{n_nodes} (the number of nodes), got {grid}")
-    values = ablation_values(
-        prep.handle, prep.basis, prep.test, get_protocol(c.ablation).ablation_reference
-    )
+    reference = get_reference(get_protocol(c.ablation).ablation_reference)
+    values = reference.ablation(prep.handle, prep.basis, prep.test)
     n_nonzero = int((flat != 0).sum())
+    reuse_prefix = prep.settings.reuse_prefix and reference.fixes_shared_prefix
     sm = evaluate(
         prep.handle, prep.basis, prep.test, node_ranks(flat), grid, values, ablate_error,
-        prep.settings.masks_per_forward, progress, k_nonzero=n_nonzero,
+        prep.settings.masks_per_forward, progress, k_nonzero=n_nonzero, reuse_prefix=reuse_prefix,
     )  # fmt: skip
     check_finite_metrics(sm, f"on the test split of {prep.ds.task!r}")  # before any result
-    t_sweep = time.perf_counter() - start
-    extra = {"attribution_joint_bases": joint_bases} if len(joint_bases) > 1 else {}
-    return Measured(sc, sm, grid, n_nodes, t_attr, t_sweep, cached, extra)
+    return sm, grid, n_nodes
 
 
 def consistency_check(sm: SweepMetrics, n_nodes: int) -> dict[str, Any]:
@@ -200,6 +208,12 @@ def finish(
         timings["sweep_ratio"] = ms.sweep_s / (sm.n_forwards * bare["plain_forward_s"])
     k08 = point["k_at_0_8"]
     extra: dict[str, Any] = {"dataset_dropped": dict(getattr(ds, "dropped", {})), **ms.extra}
+    # which sweep path ran (bench.model.prefix): the metrics are the same either way
+    extra["sweep_path"] = {
+        "prefix_reuse": sm.prefix_reused > 0,
+        "prefix_positions": sm.prefix_reused,
+        "seq_len": int(prep.test["clean_ids"].shape[1]),
+    }
     # the model's accuracy on the test pairs: m(M) > 0, the clean answer above the other
     extra["test_accuracy"] = float((sm.m_full > 0).mean())
     if n_undefined:
@@ -281,18 +295,23 @@ def run_sweep(
     progress: bool = False,
     bare_torch_timings: bool = True,
     cache: bool = False,
+    reuse_prefix: bool = RUN.reuse_prefix,
 ) -> SweepResult:
     """Attribute on ``ds.train``, sweep circuit sizes on ``ds.test``; see the module docstring.
 
     ``ablation`` names the protocol (:data:`bench.protocol.PROTOCOLS`): ``patch`` (default),
     ``mean`` and ``zero`` use one reference for attribution and ablation; ``marks`` is the
-    unmatched pairing of Marks et al. ``error_mode``: ``ablate`` (default) or ``keep``."""
+    unmatched pairing of Marks et al. ``error_mode``: ``ablate`` (default) or ``keep``.
+    ``reuse_prefix``: run the pairs' shared prefix once (``patch`` only; the same metrics)."""
     cell = Cell(
         basis=basis, site=site, method=method, ablation=ablation, dictionary=dictionary,
         error_mode=error_mode, sizes=check_sizes(sizes), seed=seed, ig_steps=ig_steps,
     )  # fmt: skip
     settings = RunSettings(
-        batch_size=batch_size, n_bootstrap=n_bootstrap, masks_per_forward=masks_per_forward
+        batch_size=batch_size,
+        n_bootstrap=n_bootstrap,
+        masks_per_forward=masks_per_forward,
+        reuse_prefix=reuse_prefix,
     )
     prep = prepare(handle, ds, cell, settings=settings)
     return finish(prep, measure(prep, progress, cache), bare_torch_timings)

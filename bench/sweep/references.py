@@ -71,6 +71,9 @@ class Reference:
     name: str = ""
     needs_means = False  # split_means gives something batch() and ablation() need
     from_counterfactual = False  # r(x) = a(x′): one forward on the pair's counterfactual
+    # every node before the pairs' first differing token equals its reference, so no ablation
+    # changes those positions (the sweep may run them once: bench.model.prefix)
+    fixes_shared_prefix = False
 
     def split_means(self, handle, basis, ids: torch.Tensor, batch_size: int = RUN.batch_size):
         return None
@@ -112,6 +115,7 @@ class Patch(Reference):
 
     name = "patch"
     from_counterfactual = True
+    fixes_shared_prefix = True  # a causal LM's a(x′) = a(x) before the first differing token
 
     def batch(self, handle, basis, batch, clean, means=None):
         return _counterfactual_units(handle, basis, batch["cf_ids"])

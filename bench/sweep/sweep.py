@@ -10,7 +10,10 @@ Steps of :func:`evaluate`:
    same way); C_k = the k best;
 3. m(M): the unablated model; m(∅): every ablatable node ablated;
 4. for each k of the shared grid, m(C_k) (nodes outside C_k ablated) and m(M∖C_k) (nodes in
-   C_k ablated), several masks per forward: the test batch is repeated once per mask;
+   C_k ablated), several masks per forward: the test batch is repeated once per mask. Where
+   the ablation reference is the pair's own counterfactual (``patch``), no mask changes the
+   positions before the first token where x and x′ differ, so they run once
+   (:mod:`bench.model.prefix`) and each mask runs the suffix only (``reuse_prefix``);
 5. the consistency check: m of the circuit holding every node with a non-zero score (≈ m(M)
    under a matched protocol, since every zero-scored node then sits at its reference or
    cannot reach the metric).
@@ -30,6 +33,7 @@ from tqdm.auto import tqdm
 from bench.bases import Basis
 from bench.cell import RUN
 from bench.model.handle import ModelHandle
+from bench.model.prefix import PrefixCache, shared_prefix
 from bench.sweep.units import AblationValues, metric, unit_ablation
 
 log = logging.getLogger(__name__)
@@ -59,6 +63,7 @@ class SweepMetrics:
     n_forwards: int  # forwards of the test batch this cost (one per mask)
     m_nonzero: np.ndarray | None = None  # [pairs]: m of the circuit of all non-zero scores
     k_nonzero: int | None = None  # how many nodes have a non-zero score
+    prefix_reused: int = 0  # leading positions run once rather than once per mask (step 4)
 
 
 def evaluate(
@@ -72,9 +77,14 @@ def evaluate(
     masks_per_forward: int = RUN.masks_per_forward,
     progress: bool = False,
     k_nonzero: int | None = None,
+    reuse_prefix: bool = False,
 ) -> SweepMetrics:
     """Steps 3-5: per-pair metrics of the full model, the empty circuit, every C_k and (with
-    ``k_nonzero``, the number of nodes with a non-zero score) the consistency circuit."""
+    ``k_nonzero``, the number of nodes with a non-zero score) the consistency circuit.
+
+    ``reuse_prefix``: the caller's promise that every node before the pairs' first differing
+    token equals its ablation value (true of ``patch``, false of ``mean`` and ``zero``); the
+    shared prefix then runs once and each mask only the suffix. The metrics are the same."""
     n_layers, seq, n_units = handle.sites.n_layers, test["clean_ids"].shape[1], basis.n_units()
     n_unit_nodes = n_layers * seq * n_units
     unit_ranks = ranks[:n_unit_nodes].view(n_layers, seq, n_units).to(handle.device)
@@ -83,6 +93,14 @@ def evaluate(
 
     with torch.no_grad():
         m_full = metric(handle, test["clean_ids"], *args)
+
+    ids, prefix = test["clean_ids"], None  # [pairs, seq]
+    start = shared_prefix(test["clean_ids"], test["cf_ids"]) if reuse_prefix else 0
+    if start > 0:  # masks and values from the first position that can differ
+        prefix = PrefixCache(handle, ids, start)
+        ids, unit_ranks = ids[:, start:], unit_ranks[:, start:]
+        err_ranks = err_ranks[:, start:] if err_ranks is not None else None
+        values = values.from_position(start)
 
     # Each mask is (k, in_circuit_kept): faithfulness keeps rank < k, completeness rank >= k.
     masks = [(0, True)] + [(k, True) for k in sizes] + [(k, False) for k in sizes]
@@ -95,9 +113,10 @@ def evaluate(
         faith = torch.tensor([f for _, f in chunk], device=handle.device)
         keep_err = _keep(err_ranks, ks, faith) if err_ranks is not None else None
         keep = _keep(unit_ranks, ks, faith)
+        past = prefix.repeated(len(chunk)) if prefix is not None else None
         with torch.no_grad(), unit_ablation(handle, basis, keep, keep_err, values):
-            ids = test["clean_ids"].repeat(len(chunk), 1)
-            results.append(metric(handle, ids, *args).view(len(chunk), -1))
+            m_chunk = metric(handle, ids.repeat(len(chunk), 1), *args, past=past)
+            results.append(m_chunk.view(len(chunk), -1))
     m = torch.cat(results).double().cpu().numpy()  # [1 + 2*sizes, pairs]
     n = len(sizes)
     return SweepMetrics(
@@ -108,4 +127,5 @@ def evaluate(
         n_forwards=len(masks) + 2,  # + the unablated forward + the counterfactual forward
         m_nonzero=m[1 + 2 * n] if k_nonzero is not None else None,
         k_nonzero=k_nonzero,
+        prefix_reused=start,
     )

@@ -28,9 +28,16 @@ from bench.model.interventions import intervene
 from tasks.metric import logit_difference
 
 
-def metric(handle: ModelHandle, ids: torch.Tensor, clean_ans: torch.Tensor, cf_ans: torch.Tensor):
+def metric(
+    handle: ModelHandle,
+    ids: torch.Tensor,  # [batch, pos]: the whole prompts, or the suffix after ``past``
+    clean_ans: torch.Tensor,
+    cf_ans: torch.Tensor,
+    past=None,  # a transformers Cache holding the keys and values of the positions before ids
+):
     """m = logit[clean answer] − logit[counterfactual answer] at the last position.  # [batch]"""
-    logits = handle.model(input_ids=ids, logits_to_keep=1).logits[:, -1]  # [batch, vocab]
+    kw = {"past_key_values": past, "use_cache": True} if past is not None else {}
+    logits = handle.model(input_ids=ids, logits_to_keep=1, **kw).logits[:, -1]  # [batch, vocab]
     return logit_difference(logits, clean_ans, cf_ans)
 
 
@@ -112,6 +119,11 @@ class AblationValues:
 
     units: list[torch.Tensor]
     error: list[torch.Tensor] | None  # same, for error nodes (dictionary bases)
+
+    def from_position(self, start: int) -> AblationValues:
+        """The values of positions ``start`` onwards (a suffix run after a shared prefix)."""
+        error = [e[..., start:, :] for e in self.error] if self.error is not None else None
+        return AblationValues([u[..., start:, :] for u in self.units], error)
 
 
 @contextlib.contextmanager

@@ -109,7 +109,8 @@ def test_the_scaleout_benchmark_runs_the_three_ways_and_finds_them_identical(tmp
     proc = _bench(*TINY, "--scaleout", "2", "--results-dir", str(tmp_path / "results"),
                   f"--benchmark-storage={history}", env=env)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    assert "3 passed, 4 deselected" in proc.stdout  # the three runs, not the suite's 4 cells
+    # the three runs, not the suite's 4 cells nor their 8 sweep-path cases
+    assert "3 passed, 12 deselected" in proc.stdout
     (root,) = (tmp_path / "results").glob("scaleout-*")
     summary = json.loads((root / "summary.json").read_text())
     runs = {r["mode"]: r for r in summary["runs"]}

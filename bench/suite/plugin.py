@@ -35,6 +35,10 @@ which ``python -m bench ray`` shares):
 ``--scaleout N``      instead of the cells, the scale-out benchmark (``bench/test_scaleout.py``):
                        the selected cells run serially, with ``-n N`` and as Ray tasks on N local
                        CPUs; three wall times, their ratios to serial, results compared
+``--sweep-paths``      instead of the cells, the sweep-path benchmark
+                       (``bench/test_sweep_paths.py``): each selected cell's sweep on the
+                       whole-prompt and the shared-prefix path in one process; seconds, ratios
+                       to bare torch, speed-up, max |ΔF|
 
 Model loading, dataset building and SAE training happen outside the timed body; attributions
 and SAEs are cached on disk between runs (:mod:`bench.suite` has the steps of a cell).
@@ -78,6 +82,12 @@ def pytest_addoption(parser):
         "--scaleout", type=int, default=None, metavar="N",
         help="instead of the cells: run them serially, with -n N and as Ray tasks on N local "
         "CPUs, and benchmark the three wall times (bench/scaleout.py)",
+    )  # fmt: skip
+    g.addoption(
+        "--sweep-paths", action="store_true", default=False,
+        help="instead of the cells: time each selected cell's sweep on the whole-prompt path "
+        "and on the shared-prefix path, with the speed-up and max |dF| "
+        "(bench/suite/sweep_paths.py)",
     )  # fmt: skip
 
 
@@ -159,6 +169,13 @@ def pytest_report_header(config):
 
 
 def _check_scaleout(config, role: str | None) -> None:
+    if config.getoption("--sweep-paths", False):
+        if role is not None:
+            raise pytest.UsageError(
+                "--sweep-paths times both paths of a cell in one process; leave -n/--dist out"
+            )
+        if config.getoption("--scaleout", None) is not None:
+            raise pytest.UsageError("--sweep-paths and --scaleout: choose one benchmark")
     workers = config.getoption("--scaleout", None)
     if workers is None:
         return
@@ -189,10 +206,19 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("cell", params)
 
 
+def _benchmark_of_run(config) -> str:
+    """The test function this run's options select: the cells, or an opt-in benchmark."""
+    if config.getoption("--scaleout", None) is not None:
+        return "test_scaleout"
+    if config.getoption("--sweep-paths", False):
+        return "test_sweep_path"
+    return "test_cell"
+
+
 def pytest_collection_modifyitems(config, items):
-    # --scaleout: the scale-out runs instead of the cells; without it, the cells only
-    scaleout = config.getoption("--scaleout", None) is not None
-    dropped = [i for i in items if (i.originalname == "test_scaleout") != scaleout]
+    # --scaleout / --sweep-paths: that benchmark instead of the cells; without, the cells only
+    wanted = _benchmark_of_run(config)
+    dropped = [i for i in items if i.originalname != wanted]
     if dropped:
         items[:] = [i for i in items if i not in dropped]
         config.hook.pytest_deselected(items=dropped)
@@ -288,8 +314,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         terminalreporter.section("sparsebench references updated")
         for path in updated:
             terminalreporter.write_line(str(path))
-    from bench.suite import scaleout
+    from bench.suite import scaleout, sweep_paths
 
+    if sweep_paths.RUNS:
+        terminalreporter.section("sparsebench sweep paths: whole prompt vs shared prefix")
+        terminalreporter.write_line(sweep_paths.table(list(sweep_paths.RUNS.values())))
     if scaleout.RUNS:
         terminalreporter.section("sparsebench scale-out: wall times as ratios to serial")
         terminalreporter.write_line(scaleout.table(scaleout.RUNS))

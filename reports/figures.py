@@ -7,6 +7,7 @@ Steps:
    band, a dashed line at F = 0.8, and one legend under both panels;
 2. :func:`plot_summary`: k@0.8 per basis per task with CI error bars (log y), and beside it the
    dictionary/neurons k@0.8 ratio with its CI (open markers: CI propagated by the report);
+   with several models, one row of these two panels per model, titled with its name;
 3. :func:`save_figure` writes PNG and PDF.
 
 Figures are built with ``matplotlib.figure.Figure`` directly (no pyplot, no global figure
@@ -43,6 +44,7 @@ F_LABEL = "faithfulness F(k)"
 C_LABEL = "completeness C(k)"
 K_LABEL = "k@0.8 (units)"
 RATIO_LABEL = "k@0.8 ratio (dictionary / neurons)"
+ROW_TITLE_IN = 0.3  # summary: inches added per row for the model name over it
 
 
 def _band(values: Sequence[Sequence[float | None]], n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -160,46 +162,104 @@ def _yerr(point: float, lo: float | None, hi: float | None, top: float) -> tuple
     return point - lo_v, hi_v - point
 
 
+def summary_panel_width(n_tasks: int) -> float:
+    """Inches per summary panel: a paper column, wider with many tasks (0.4 in per task), so
+    the rotated task names do not run into each other."""
+    return max(style.PANEL_WIDTH_IN, 0.4 * n_tasks)
+
+
+def summary_tasks(model: str, cells: Sequence[SweepResult], ratios: Sequence[KRatio]) -> list[str]:
+    """The tasks of ``model`` in the summary (with a k@0.8 or a ratio), sorted."""
+    tasks = {r.task for r in cells if r.model == model}
+    return sorted(tasks | {k.task for k in ratios if k.model == model})
+
+
+def summary_series(cells: Sequence[SweepResult]) -> dict[str, list[SweepResult]]:
+    """``{legend label: cells}``: one errorbar series per basis label (and variant)."""
+    series: dict[str, list[SweepResult]] = {}
+    for r in cells:
+        series.setdefault(basis_label(r) + variant_suffix(r), []).append(r)
+    return series
+
+
 def plot_summary(
     results: Sequence[SweepResult], ratios: Sequence[KRatio], method: str = "relp"
 ) -> Figure | None:
     """k@0.8 per basis per task (left) and the dictionary/neurons ratio (right); None if empty.
 
     Only ``method`` cells are drawn. A CI end that is None (F did not reach 0.8 in some
-    bootstrap samples) is drawn up to the cell's number of nodes.
+    bootstrap samples) is drawn up to the cell's number of nodes. With several models: one
+    row of panels per model (a subfigure titled with the model's name), x ticks the task
+    names, each column's y axis shared so the rows compare at a glance; one legend under all.
     """
     cells = [r for r in sort_results(results) if r.method == method and r.k_at_0_8 is not None]
     ratios = [k for k in ratios if k.method == method and k.ratio is not None]
     if not cells:
         return None
-    several_models = len({r.model for r in cells}) > 1
-    tasks = sorted({(r.model, r.task) for r in cells} | {(k.model, k.task) for k in ratios})
-    xpos = {t: i for i, t in enumerate(tasks)}
-    ticks = [f"{m}: {t}" if several_models else t for m, t in tasks]
-    series: dict[str, list[SweepResult]] = {}
-    for r in cells:
-        series.setdefault(basis_label(r) + variant_suffix(r), []).append(r)
+    models = sorted({r.model for r in cells} | {k.model for k in ratios})
+    tasks = {m: summary_tasks(m, cells, ratios) for m in models}
+    series = summary_series(cells)
+    colours = series_colours([(r.basis, r.site, basis_label(r)) for r in cells])
+    several = len(models) > 1
     with style.figure_rc():
         n_panels = 2 if ratios else 1
-        w, h = style.figsize(n_panels)
+        _, h = style.figsize(n_panels)
+        w = n_panels * summary_panel_width(max(map(len, tasks.values())))
         fig = Figure(figsize=(w, h), layout="constrained")
         ncol = min(2 * n_panels, legend_columns(fig, len(series), list(series)))
-        fig.set_figheight(h + legend_height(len(series), ncol))
-        axes = fig.subplots(1, n_panels, squeeze=False)[0]
-        ax_k = axes[0]
-        width = 0.7 / max(1, len(series))
-        colours = series_colours([(r.basis, r.site, basis_label(r)) for r in cells])
-        for j, (label, rs) in enumerate(series.items()):
-            off = (j - (len(series) - 1) / 2) * width
-            xs, ys, errs = [], [], []
-            for r in rs:
-                k = float(r.k_at_0_8)  # type: ignore[arg-type]
-                lo, hi = ci_pair(r.k_at_0_8_ci)
-                xs.append(xpos[(r.model, r.task)] + off)
-                ys.append(k)
-                errs.append(_yerr(k, lo, hi, float(r.n_nodes)))
-            first = rs[0]
-            ax_k.errorbar(
+        row_h = h + (ROW_TITLE_IN if several else 0.0)
+        fig.set_figheight(row_h * len(models) + legend_height(len(series), ncol))
+        rows = list(fig.subfigures(len(models), 1)) if several else [fig]
+        grid = [row.subplots(1, n_panels, squeeze=False)[0] for row in rows]
+        _share_columns(grid)
+        for row, axes, model in zip(rows, grid, models, strict=True):
+            if several:
+                row.suptitle(model, fontweight="bold")
+            xpos = {(model, t): i for i, t in enumerate(tasks[model])}
+            _plot_k(axes[0], series, colours, xpos, method)
+            for ax in axes:
+                setup_task_axis(ax, tasks[model])
+            if ratios:
+                _plot_ratios(axes[1], ratios, xpos)
+        add_legend(fig, [ax for axes in grid for ax in axes], ncol=ncol)
+    return fig
+
+
+def _share_columns(grid: Sequence[Sequence[Axes]]) -> None:
+    """Share each column's y axis with the top row's (before anything is drawn)."""
+    for axes in grid[1:]:
+        for ax, top in zip(axes, grid[0], strict=True):
+            ax.sharey(top)
+
+
+def setup_task_axis(ax: Axes, tasks: Sequence[str]) -> None:
+    """Task names as x ticks (rotated when more than three), a horizontal grid."""
+    rotated = {"rotation": 35, "ha": "right", "rotation_mode": "anchor"}
+    ax.set_xticks(range(len(tasks)), tasks, **(rotated if len(tasks) > 3 else {}))
+    ax.set_xlim(-0.6, len(tasks) - 0.4)
+    ax.grid(True, axis="y", which="major")
+
+
+def _plot_k(
+    ax: Axes,
+    series: dict[str, list[SweepResult]],
+    colours: dict[str, str],
+    xpos: dict[tuple[str, str], int],
+    method: str,
+) -> None:
+    """k@0.8 with CI error bars of the cells placed by ``xpos``, series side by side."""
+    width = 0.7 / max(1, len(series))
+    for j, (label, rs) in enumerate(series.items()):
+        off = (j - (len(series) - 1) / 2) * width
+        xs, ys, errs = [], [], []
+        for r in (r for r in rs if (r.model, r.task) in xpos):
+            k = float(r.k_at_0_8)  # type: ignore[arg-type]
+            lo, hi = ci_pair(r.k_at_0_8_ci)
+            xs.append(xpos[(r.model, r.task)] + off)
+            ys.append(k)
+            errs.append(_yerr(k, lo, hi, float(r.n_nodes)))
+        if xs:
+            ax.errorbar(
                 xs,
                 ys,
                 yerr=np.array(errs).T,
@@ -207,21 +267,12 @@ def plot_summary(
                 ms=4,
                 capsize=2,
                 elinewidth=0.9,
-                color=colours[basis_label(first)],
+                color=colours[basis_label(rs[0])],
                 label=label,
             )
-        ax_k.set_yscale("log")
-        ax_k.set_ylabel(K_LABEL)
-        ax_k.set_title(f"units for F = 0.8 ({style.method_name(method)})")
-        for ax in axes:
-            rotated = {"rotation": 35, "ha": "right", "rotation_mode": "anchor"}
-            ax.set_xticks(range(len(tasks)), ticks, **(rotated if len(tasks) > 3 else {}))
-            ax.set_xlim(-0.6, len(tasks) - 0.4)
-            ax.grid(True, axis="y", which="major")
-        if ratios:
-            _plot_ratios(axes[1], ratios, xpos)
-        add_legend(fig, list(axes), ncol=ncol)
-    return fig
+    ax.set_yscale("log")
+    ax.set_ylabel(K_LABEL)
+    ax.set_title(f"units for F = 0.8 ({style.method_name(method)})")
 
 
 def setup_ratio_axis(ax: Axes) -> None:
@@ -234,10 +285,12 @@ def setup_ratio_axis(ax: Axes) -> None:
 
 
 def _plot_ratios(ax: Axes, ratios: Sequence[KRatio], xpos: dict[tuple[str, str], int]) -> None:
+    """The ratios placed by ``xpos`` (offsets and colours fixed by all ``ratios``), a line at 1."""
     labels = sorted({k.cell + (f" [{k.variant}]" if k.variant else "") for k in ratios})
     width = 0.7 / max(1, len(labels))
     colours = series_colours([(k.basis, k.site, k.cell) for k in ratios])
-    for k in ratios:
+    shown = [k for k in ratios if (k.model, k.task) in xpos]
+    for k in shown:
         label = k.cell + (f" [{k.variant}]" if k.variant else "")
         j = labels.index(label)
         x = xpos[(k.model, k.task)] + (j - (len(labels) - 1) / 2) * width
@@ -259,15 +312,14 @@ def _plot_ratios(ax: Axes, ratios: Sequence[KRatio], xpos: dict[tuple[str, str],
     ax.axhline(1.0, color="0.3", linewidth=0.7, zorder=1, label="_parity")
     setup_ratio_axis(ax)
     ax.set_title("dictionary / neurons@mlp_acts")
-    if any(k.propagated for k in ratios):
-        ax.text(
-            0.02,
-            0.02,
-            "open ◇: CI propagated (not paired)",
-            transform=ax.transAxes,
-            fontsize=6.5,
-            color="0.3",
-        )
+    if not shown:
+        _corner_note(ax, "no dictionary/neurons ratio for this model")
+    elif any(k.propagated for k in shown):
+        _corner_note(ax, "open ◇: CI propagated (not paired)")
+
+
+def _corner_note(ax: Axes, text: str) -> None:
+    ax.text(0.02, 0.02, text, transform=ax.transAxes, fontsize=6.5, color="0.3")
 
 
 def save_figure(fig: Figure, stem: Path) -> list[Path]:

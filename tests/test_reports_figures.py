@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -96,6 +97,7 @@ def test_style_is_fixed_distinct_and_paper_sized():
 def test_summary_figure_has_k_panel_and_ratio_panel(results):
     fig = plot_summary(results, k_ratios(results), method="relp")
     ax_k, ax_r = fig.axes
+    assert fig.subfigs == []  # one model: one row, as ever
     assert ax_k.get_yscale() == "log" and ax_r.get_yscale() == "log"
     assert ax_k.get_ylabel() == K_LABEL and ax_r.get_ylabel() == RATIO_LABEL
     assert [t.get_text() for t in ax_k.get_xticklabels()] == ["ioi", "sva_simple"]
@@ -106,6 +108,40 @@ def test_summary_figure_has_k_panel_and_ratio_panel(results):
     ]
     assert len(ax_k.containers) == 3  # one errorbar series per basis
     assert len(ax_r.containers) == 2  # one ratio per task
+
+
+def inside(box, outer) -> bool:
+    return outer.x0 <= box.x0 and box.x1 <= outer.x1 and outer.y0 <= box.y0 and box.y1 <= outer.y1
+
+
+def test_summary_draws_one_row_of_panels_per_model(results):
+    other = [dataclasses.replace(r, model="gemma-3-270m") for r in results if r.task == "ioi"]
+    both = [*results, *other]
+    fig = plot_summary(both, k_ratios(both), method="relp")
+    rows = fig.subfigs
+    assert [row._suptitle.get_text() for row in rows] == ["gemma-3-270m", "smollm2-135m"]
+    assert [len(row.axes) for row in rows] == [2, 2] and len(fig.axes) == 4
+    tasks = {"gemma-3-270m": ["ioi"], "smollm2-135m": ["ioi", "sva_simple"]}
+    fig.draw_without_rendering()
+    for row in rows:
+        ax_k, ax_r = row.axes
+        for ax, ylabel in ((ax_k, K_LABEL), (ax_r, RATIO_LABEL)):
+            assert [t.get_text() for t in ax.get_xticklabels()] == tasks[row._suptitle.get_text()]
+            assert ax.get_yscale() == "log" and ax.get_ylabel() == ylabel
+            labels = [ax.yaxis.label, ax.title, *ax.get_xticklabels()]
+            assert all(inside(t.get_window_extent(), row.bbox) for t in labels)
+        parity = [ln for ln in ax_r.get_lines() if ln.get_label() == "_parity"]
+        assert len(parity) == 1 and list(parity[0].get_ydata()) == [1.0, 1.0]
+        assert all(len(c.lines[1]) for c in ax_k.containers)  # CI caps drawn
+    assert [len(row.axes[0].containers) for row in rows] == [3, 3]  # one series per basis
+    assert [len(row.axes[1].containers) for row in rows] == [1, 2]  # one ratio per task
+    assert rows[0].axes[0].get_shared_y_axes().joined(rows[0].axes[0], rows[1].axes[0])
+    assert legend_texts(fig) == [
+        "neurons@mlp_acts",
+        "neurons@mlp_out",
+        "sae@mlp_out(local, 4608 lat.)",
+    ]
+    assert inside(fig.legends[0].get_window_extent(), fig.bbox)
 
 
 def test_summary_is_none_without_the_method(results):

@@ -134,30 +134,64 @@ def unit_ablation(
     keep_error: torch.Tensor | None,  # [S, layers, pos] bool, None = never ablate errors
     values: AblationValues,
 ) -> Iterator[None]:
-    """Run S masks at once: the batch fed to the model must be the base batch repeated S times."""
+    """Run S masks at once: the batch fed to the model must be the base batch repeated S times.
+
+    A dictionary's encoder and decoders run only on the rows (mask, pair, position) where some
+    node is ablated: elsewhere the site keeps its value exactly (splicing equal latents adds
+    exactly nothing), and each row's encode and decode do not depend on the others, so the
+    result is the same as running every row."""
     n_masks = keep.shape[0]
+    ablate_error = keep_error is not None and values.error is not None
 
     def make(layer: int, read):
         keep_l = keep[:, layer, None]  # [S, 1, pos, n]
+        keep_err = keep_error[:, layer, None, :, None] if ablate_error else None  # [S, 1, pos, 1]
         abl = values.units[layer]
+        err_ref = values.error[layer] if ablate_error else None
+        touched = ~keep_l.all(-1)  # [S, 1, pos]: rows where some latent is ablated
+        if keep_err is not None:
+            touched = touched | ~keep_err[..., 0]
+        every_row = basis.identity or bool(touched.all())
 
         def fn(x: torch.Tensor) -> torch.Tensor:  # [S*B, pos, width]
             sb, pos, _ = x.shape
-            u = basis.encode(layer, read(layer, x))  # [S*B, pos, n]
-            u4 = u.view(n_masks, sb // n_masks, pos, -1)
-            new = torch.where(keep_l, u4, abl.to(u.dtype)).view_as(u)
-            out = basis.splice(layer, x, new, u)  # [S*B, pos, width]
-            if keep_error is not None and values.error is not None:
-                err = (x - basis.decode(layer, u)).view(n_masks, sb // n_masks, pos, -1)
-                k = keep_error[:, layer, None, :, None]  # [S, 1, pos, 1]
-                delta = torch.where(k, torch.zeros_like(err), values.error[layer] - err)
-                out = out + delta.view_as(x)
-            return out
+            if every_row:
+                shaped = (n_masks, sb // n_masks, pos, -1)  # [S, B, pos, .]: broadcasts masks
+                out = _ablated(basis, layer, x.view(shaped), read(layer, x).view(shaped),
+                               keep_l, abl, keep_err, err_ref)  # fmt: skip
+                return out.view_as(x)
+            rows = touched.expand(n_masks, sb // n_masks, pos).reshape(-1).nonzero()[:, 0]  # [R]
+            s_i, b_i, p_i = rows // (sb // n_masks * pos), rows // pos % (sb // n_masks), rows % pos
+
+            def at(ref: torch.Tensor) -> torch.Tensor:  # [B, pos, .] or [pos, .] -> [R, .]
+                return ref[b_i, p_i] if ref.dim() == 3 else ref[p_i]
+
+            out = x.reshape(sb * pos, -1).clone()  # [S*B*pos, width]
+            out[rows] = _ablated(
+                basis, layer, out[rows], read(layer, x).reshape(sb * pos, -1)[rows],
+                keep[s_i, layer, p_i], at(abl),
+                keep_error[s_i, layer, p_i, None] if ablate_error else None,
+                at(err_ref) if ablate_error else None,
+            )  # fmt: skip
+            return out.view_as(x)
 
         return fn
 
     with _at_every_layer(handle, basis, make):
         yield
+
+
+def _ablated(basis, layer, x, src, keep, abl, keep_err, err_ref) -> torch.Tensor:
+    """The site's value with each latent outside ``keep`` set to ``abl`` and (``keep_err`` not
+    None) each error node outside ``keep_err`` set to ``err_ref``; any matching leading shape
+    (``[S, B, pos, .]`` with broadcast masks, or rows ``[R, .]``)."""
+    u = basis.encode(layer, src)  # [..., n]
+    new = torch.where(keep, u, abl.to(u.dtype))
+    out = basis.splice(layer, x, new, u)  # [..., width]
+    if keep_err is not None:
+        err = x - basis.decode(layer, u)
+        out = out + torch.where(keep_err, torch.zeros_like(err), err_ref - err)
+    return out
 
 
 @contextlib.contextmanager

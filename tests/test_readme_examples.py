@@ -60,7 +60,8 @@ def test_suite_examples_collect(command, tmp_path):
            "-p", "no:cacheprovider", "--results-dir", str(tmp_path / "results")]  # fmt: skip
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, command + "\n" + proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert "test_cell[" in proc.stdout or "test_scaleout[" in proc.stdout, command
+    cases = ("test_cell[", "test_scaleout[", "test_sweep_path[")  # the cells or a benchmark
+    assert any(case in proc.stdout for case in cases), command
 
 
 def _parser(module: str):

@@ -16,6 +16,7 @@ Steps, per cell (``bench/test_sweep_paths.py`` runs one pytest-benchmark case pe
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -82,8 +83,6 @@ def run_path(suite, cell: Cell, path: str, timed) -> PathRun:
     seconds = []
 
     def body():
-        import time
-
         start = time.perf_counter()
         out = sweep(prep, sc)
         seconds.append(time.perf_counter() - start)

@@ -131,7 +131,7 @@ class Suite:
     def run_cell(self, cell: Cell, timed: Timer | None = None):
         """Steps 1-3 of the module docstring for one cell of ``self.cells``; the SweepResult.
         ``timed``: how the body is timed (pytest-benchmark's ``pedantic``; default: not)."""
-        from bench.pipeline import finish, measure, measure_bare_torch, prepare
+        from bench.pipeline import finish, measure, prepare
 
         handle, ds = self.handle(cell.model), self.dataset(cell)
         prepared = []
@@ -142,10 +142,6 @@ class Suite:
 
         measured = (timed or _untimed)(measure, setup)
         prep = prepared[-1]
-        key = (cell.model, cell.task, cell.n_train, cell.n_test)
-        if key not in self.bare_torch_timings:  # bare torch on this dataset's batches, once
-            batch = {k: v[: prep.settings.batch_size] for k, v in prep.train.items()}
-            self.bare_torch_timings[key] = measure_bare_torch(handle, batch, prep.test)
         # k@0.8(dictionary) / k@0.8(neurons@mlp_acts) with a paired bootstrap over the same pairs
         pair_key = joint_group(cell)
         if (cell.basis, cell.site) == ("neurons", "mlp_acts"):
@@ -154,8 +150,18 @@ class Suite:
         if cell.basis != "neurons" and pair_key in self.neuron_cells:
             denominator = ("neurons@mlp_acts", self.neuron_cells[pair_key])
         return finish(
-            prep, measured, bare_torch=self.bare_torch_timings[key], ratio_denominator=denominator
+            prep, measured, bare_torch=self.bare_torch(prep), ratio_denominator=denominator
         )
+
+    def bare_torch(self, prep) -> dict[str, float]:
+        """Bare-torch seconds on this dataset's batches, measured once per dataset and process."""
+        from bench.pipeline import measure_bare_torch
+
+        key = (prep.handle.name, prep.ds.task, len(prep.ds.train), len(prep.ds.test))
+        if key not in self.bare_torch_timings:
+            batch = {k: v[: prep.settings.batch_size] for k, v in prep.train.items()}
+            self.bare_torch_timings[key] = measure_bare_torch(prep.handle, batch, prep.test)
+        return self.bare_torch_timings[key]
 
     def keep(self, cell: Cell, result, results_dir: Path, reference: str | None = None,
              update: bool = False) -> list:  # fmt: skip

@@ -63,7 +63,6 @@ def run_path(suite, cell: Cell, path: str, timed) -> PathRun:
     """Steps 1-3 for one cell and path; ``timed(fn, setup)`` times ``fn`` (pytest-benchmark's
     ``pedantic``)."""
     from bench.pipeline import prepare, sweep
-    from bench.results.provenance import measure_bare_torch
 
     handle, ds = suite.handle(cell.model), suite.dataset(cell)
     settings = RunSettings(reuse_prefix=path == "prefix")
@@ -74,11 +73,7 @@ def run_path(suite, cell: Cell, path: str, timed) -> PathRun:
 
         joint = JointAttribution([prep])
     sc = joint.scores(prep, False, True)[0]
-    key = (cell.model, cell.task, cell.n_train, cell.n_test)
-    if key not in suite.bare_torch_timings:
-        batch = {k: v[: settings.batch_size] for k, v in prep.train.items()}
-        suite.bare_torch_timings[key] = measure_bare_torch(handle, batch, prep.test)
-    bare = suite.bare_torch_timings[key]
+    bare = suite.bare_torch(prep)
 
     seconds = []
 

@@ -80,7 +80,7 @@ def test_every_mask_gives_the_same_metric_on_either_path(tmp_path, arch, basis, 
     b = make_basis(h, basis, site, dictionary)
     whole, prefix = _both_paths(h, b, ds, ablate_error=b.has_error)
     assert whole.prefix_reused == 0 and prefix.prefix_reused == (3 if last_token else 1)
-    for field in ("m_faith", "m_comp", "m_empty", "m_nonzero"):
+    for field in ("m_full", "m_faith", "m_comp", "m_empty", "m_nonzero"):
         np.testing.assert_allclose(getattr(prefix, field), getattr(whole, field), rtol=0,
                                    atol=1e-5, err_msg=field)  # fmt: skip
     assert np.abs(whole.m_faith[0] - whole.m_faith[-1]).max() > 1e-3  # the masks matter

@@ -53,7 +53,9 @@ class PrefixCache:
         self.handle = handle
         self.length = length
         with torch.no_grad():
-            cache = handle.model(input_ids=ids, use_cache=True, logits_to_keep=1).past_key_values
+            out = handle.model(input_ids=ids, use_cache=True, logits_to_keep=1)
+        self.last_logits = out.logits[:, -1]  # [batch, vocab]: the plain model's, for m(M)
+        cache = out.past_key_values
         # [batch, kv_heads, length, head_dim] per layer
         self.layers = [
             (layer.keys[:, :, :length].clone(), layer.values[:, :, :length].clone())

@@ -35,6 +35,7 @@ from bench.cell import RUN
 from bench.model.handle import ModelHandle
 from bench.model.prefix import PrefixCache, shared_prefix
 from bench.sweep.units import AblationValues, metric, unit_ablation
+from tasks.metric import logit_difference
 
 log = logging.getLogger(__name__)
 
@@ -91,16 +92,17 @@ def evaluate(
     err_ranks = ranks[n_unit_nodes:].view(n_layers, seq).to(handle.device) if ablate_error else None
     args = (test["clean_answer_id"], test["cf_answer_id"])
 
-    with torch.no_grad():
-        m_full = metric(handle, test["clean_ids"], *args)
-
     ids, prefix = test["clean_ids"], None  # [pairs, seq]
     start = shared_prefix(test["clean_ids"], test["cf_ids"]) if reuse_prefix else 0
     if start > 0:  # masks and values from the first position that can differ
-        prefix = PrefixCache(handle, ids, start)
+        prefix = PrefixCache(handle, ids, start)  # its whole-prompt forward also gives m(M)
+        m_full = logit_difference(prefix.last_logits, *args)
         ids, unit_ranks = ids[:, start:], unit_ranks[:, start:]
         err_ranks = err_ranks[:, start:] if err_ranks is not None else None
         values = values.from_position(start)
+    else:
+        with torch.no_grad():
+            m_full = metric(handle, test["clean_ids"], *args)
 
     # Each mask is (k, in_circuit_kept): faithfulness keeps rank < k, completeness rank >= k.
     masks = [(0, True)] + [(k, True) for k in sizes] + [(k, False) for k in sizes]

@@ -212,9 +212,13 @@ class SiteTable:
                 f"layer {layer!r} out of range; {self.arch} model has layers 0..{self.n_layers - 1}"
             )
 
+    def blocks(self) -> nn.ModuleList:
+        """The model's list of blocks (layers), in order."""
+        return _get(self.model, self.spec.layers)
+
     def layer_module(self, layer: int) -> nn.Module:
         self.check_layer(layer)
-        return _get(self.model, self.spec.layers)[layer]
+        return self.blocks()[layer]
 
     def module(self, site: str, layer: int) -> nn.Module:
         """The module whose input or output *is* the site at this layer."""

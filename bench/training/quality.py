@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from bench.model.interventions import intervene
+from bench.model.resume import block_inputs, start_at
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,10 @@ def ce_loss(
 ):
     """Step 3: (CE_clean, per-layer CE_spliced, per-layer CE_zero), mean nats per token; the
     first ``skip_first`` positions keep their clean values. CE_clean and CE_zero are cached on
-    disk (:func:`_baseline_path`): a dictionary's quality costs one forward per layer."""
+    disk (:func:`_baseline_path`): a dictionary's quality costs one forward per layer. A forward
+    that changes layer L starts at block L (:mod:`bench.model.resume`): one clean forward per
+    batch captures every block's input, and the blocks below L are not run again (the same
+    values, bit for bit)."""
     import json
 
     from bench.core.cache import atomic_path
@@ -128,8 +132,14 @@ def ce_loss(
     n_pred = sum(g[:, 1:].numel() for g in groups)
     path = _baseline_path(handle, site, windows, skip_first)
     base = _load_baseline(path) or {"clean": None, "zero": {}}
+    inputs = []  # per batch: {layer: [b, ctx, d_model]}, the clean input of each block
+    clean = 0.0
+    for g in groups:
+        with block_inputs(handle.sites, layers) as got:
+            clean += _ce(handle.model, g).item()
+        inputs.append(dict(got))
     if base["clean"] is None:
-        base["clean"] = sum(_ce(handle.model, g).item() for g in groups) / n_pred
+        base["clean"] = clean / n_pred
     spliced: list[float] = []
     fresh = False
     for layer in tqdm(layers, desc="CE loss per layer", disable=not progress, leave=False):
@@ -155,8 +165,11 @@ def ce_loss(
             jobs.append((zero, None))
         for replacement, sink in jobs:
             total = 0.0
-            for g in groups:
-                with intervene(handle.sites, capture=capture, replace={key: replacement}) as acts:
+            for g, hidden in zip(groups, inputs, strict=True):
+                with (
+                    start_at(handle.sites, layer, hidden[layer]),
+                    intervene(handle.sites, capture=capture, replace={key: replacement}) as acts,
+                ):
                     holder["acts"] = acts
                     total += _ce(handle.model, g).item()
             if sink is None:

@@ -77,9 +77,12 @@ def _gradient_products(handle, bases: list[Basis], batch, relp: bool, accs, ref:
                 x = clean[(basis.site, layer)]
                 check_finite(x, f"{basis.site} layer {layer}")
                 u = basis.encode(layer, clean[(read_site, layer)])
+                dec_u = basis.decode(layer, u) if basis.has_error else None
                 if reference.from_counterfactual:  # patch
-                    u_r = basis.encode(layer, cf[(read_site, layer)])
-                    e_r = cf[(basis.site, layer)] - basis.decode(layer, u_r)
+                    u_r, dec_r = _counterfactual_units(
+                        basis, layer, clean[(read_site, layer)], cf[(read_site, layer)], u, dec_u
+                    )
+                    e_r = cf[(basis.site, layer)] - dec_r if basis.has_error else None
                 elif reference.needs_means:  # mean
                     u_r, e_r = means[i][layer].units, means[i][layer].error
                 else:  # zero
@@ -87,8 +90,26 @@ def _gradient_products(handle, bases: list[Basis], batch, relp: bool, accs, ref:
                 gu = basis.pullback(layer, g, u.shape[-1])
                 acc_u[layer] += ((u - u_r).float() * gu.float()).sum(0)
                 if basis.has_error:
-                    diff = (x - basis.decode(layer, u)) - e_r
+                    diff = (x - dec_u) - e_r
                     acc_e[layer] += (diff.float() * g.float()).sum(-1).sum(0)
+
+
+def _counterfactual_units(basis: Basis, layer: int, read, cf_read, u, dec_u):
+    """(u(x′), decode(u(x′))) for a dictionary, encoding and decoding only the rows (pair,
+    position) where x′'s read site differs from x's: elsewhere, as at every position before
+    the pair's first differing token, they are x's own, computed once. Each row's encode and
+    decode do not depend on the others, so the values are the same as coding every row."""
+    if basis.identity:
+        u_r = basis.encode(layer, cf_read)
+        return u_r, (basis.decode(layer, u_r) if basis.has_error else None)
+    rows = (cf_read != read).any(-1)  # [batch, pos]
+    u_r = u.clone()  # [batch, pos, n_units]
+    u_r[rows] = basis.encode(layer, cf_read[rows])  # [rows, n_units]
+    if dec_u is None:
+        return u_r, None
+    dec_r = dec_u.clone()  # [batch, pos, width]
+    dec_r[rows] = basis.decode(layer, u_r[rows])
+    return u_r, dec_r
 
 
 def _joint_gradient_products(

@@ -21,7 +21,8 @@ class TrainConfig:
 
     Cost: one bf16 forward per distinct training token (~0.7 ms per token, both cores) to collect
     activations, then ~70 us per token per layer per epoch of SAE steps at width 2048 (bf16
-    autocast, both cores), then quality (one forward per layer on held-out text).
+    autocast, both cores), then quality (per layer, one forward on held-out text from that layer's
+    block up: :func:`bench.training.quality.ce_loss`).
 
     ``skip_first``: a window's first position is left out of training and of every quality
     metric. Models without a BOS token write their attention-sink "massive activations" there

@@ -13,7 +13,8 @@
    - FVU = sum ||x - x_hat||^2 / sum ||x - mean(x)||^2 (fraction of variance unexplained),
    - dead fraction = latents that are zero on every evaluated token;
 3. loss: next-token cross-entropy of the model (CE_clean), and per layer with that one layer's site
-   replaced by ``x_hat`` (CE_spliced) or by zeros (CE_zero);
+   replaced by ``x_hat`` (CE_spliced) or by zeros (CE_zero); those forwards start at the
+   layer's own block from the clean forward's block inputs (:mod:`bench.model.resume`);
    CE recovered = (CE_zero - CE_spliced) / (CE_zero - CE_clean);
 4. a JSON-ready dict: means under the keys reports read (``l0``, ``fvu``, ``ce_loss_recovered``,
    ``dead_fraction``, ``width``) and per-layer lists under ``per_layer``.

@@ -194,6 +194,7 @@ def test_threads_split_the_free_cores_unless_set(monkeypatch):
         return env.choose_threads(n_workers)[0]
 
     monkeypatch.delenv("SPARSEBENCH_THREADS", raising=False)
+    monkeypatch.setattr(env, "busy_cores", lambda: None)  # no /proc/stat: the load average
     monkeypatch.setattr(env, "cpu_cores", lambda: 16)
     monkeypatch.setattr(env, "load_average", lambda: 0.0)  # idle: every core
     assert [threads(n) for n in (1, 2, 3, 32)] == [16, 8, 5, 1]
@@ -209,6 +210,38 @@ def test_threads_split_the_free_cores_unless_set(monkeypatch):
     assert env.choose_threads(8) == (2, "SPARSEBENCH_THREADS=2")
 
 
+def test_threads_follow_the_cores_busy_now_not_the_lagging_load_average(monkeypatch):
+    from bench.core import env
+
+    monkeypatch.delenv("SPARSEBENCH_THREADS", raising=False)
+    monkeypatch.setattr(env, "cpu_cores", lambda: 2)
+    monkeypatch.setattr(env.os, "cpu_count", lambda: 2)
+    ticks = iter([(100, 1000), (100, 1200)])  # (idle, total): every tick busy in the window
+    monkeypatch.setattr(env, "_cpu_times", lambda: next(ticks))
+    monkeypatch.setattr(env.time, "sleep", lambda s: None)
+    monkeypatch.setattr(env, "load_average", lambda: 0.3)  # two jobs that just started
+    n, why = env.choose_threads()
+    assert n == 1 and "2.0 busy now, load 0.3" in why
+    ticks = iter([(100, 1000), (300, 1200)])  # every tick idle: the jobs just ended
+    monkeypatch.setattr(env, "load_average", lambda: 1.8)  # the load average still counts them
+    assert env.choose_threads() == (2, "2 cores, 0.0 busy now, load 1.8; set "
+                                       "SPARSEBENCH_THREADS to choose")  # fmt: skip
+    ticks = iter([(100, 1000), (150, 1200)])  # one of two cores busy
+    assert env.busy_cores() == 1.5 and env.free_cores(1.5) == 1
+    monkeypatch.setattr(env.os, "cpu_count", lambda: 16)  # 14 of 16 free, this process may use 2
+    assert env.free_cores(2.0) == 2
+
+
+def test_busy_cores_reads_proc_stat_or_says_it_cannot(monkeypatch):
+    from bench.core import env
+
+    busy = env.busy_cores(window=0.05)
+    if os.path.exists("/proc/stat"):
+        assert busy is not None and 0.0 <= busy <= (os.cpu_count() or 1)
+    monkeypatch.setattr(env, "_cpu_times", lambda: (_ for _ in ()).throw(OSError("no /proc")))
+    assert env.busy_cores() is None
+
+
 def test_the_suite_shows_its_thread_choice_once_in_the_header():
     cmd = [sys.executable, "-m", "pytest", "bench", "--benchmark-only", "--co", "--quick"]
     env = {**_env(), "SPARSEBENCH_THREADS": "1"}
@@ -220,7 +253,8 @@ def test_the_suite_shows_its_thread_choice_once_in_the_header():
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     lines = [line for line in proc.stdout.splitlines() if "torch threads" in line]
     assert len(lines) == 1 and re.fullmatch(
-        r"sparsebench: torch threads: \d+ \(\d+ cores, load [\d.]+; set SPARSEBENCH_THREADS "
+        r"sparsebench: torch threads: \d+ \(\d+ cores, (?:[\d.]+ busy now, )?load [\d.]+; set "
+        r"SPARSEBENCH_THREADS "
         r"to choose\)",
         lines[0],
     ), proc.stdout

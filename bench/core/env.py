@@ -1,8 +1,9 @@
 """The environment variables sparsebench reads, each parsed once, here.
 
 - ``SPARSEBENCH_THREADS``: torch intra-op threads (a positive integer); unset: the cores that
-  are free (this process's cores less the 1-minute load average, at least 1), split evenly
-  among parallel workers (:func:`choose_threads`);
+  are free (this process's cores less those busy right now, sampled from ``/proc/stat``, or
+  less the 1-minute load average where there is none; at least 1), split evenly among
+  parallel workers (:func:`choose_threads`);
 - ``SPARSEBENCH_CACHE``: the cache root (:func:`bench.core.cache.cache_root`).
 
 A leaf: no torch, nothing above ``bench.core``.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 
 from bench.core.errors import BadInputError
 
@@ -48,14 +50,46 @@ def load_average() -> float:
         return 0.0
 
 
-def free_cores() -> int:
-    """Cores not already busy: this process's cores less the load average, at least 1.
+BUSY_WINDOW_S = 0.25  # how long busy_cores() watches the machine
+
+
+def _cpu_times() -> tuple[int, int]:
+    """(idle, total) clock ticks of all cores since boot, from the first line of /proc/stat."""
+    with open("/proc/stat") as f:
+        name, *fields = f.readline().split()
+    if name != "cpu" or len(fields) < 4:
+        raise ValueError(f"unexpected /proc/stat line: {name} {' '.join(fields)}")
+    ticks = [int(v) for v in fields[:8]]  # user nice system idle iowait irq softirq steal
+    return ticks[3] + (ticks[4] if len(ticks) > 4 else 0), sum(ticks)
+
+
+def busy_cores(window: float = BUSY_WINDOW_S) -> float | None:
+    """Cores of the machine busy right now: the non-idle share of all cores' time over
+    ``window`` seconds (this process sleeps meanwhile), times the machine's cores; None where
+    the OS has no /proc/stat. Unlike the load average, it does not lag: a job that ended a few
+    seconds ago no longer counts, one that just started already does."""
+    try:
+        idle0, total0 = _cpu_times()
+        time.sleep(window)
+        idle1, total1 = _cpu_times()
+    except (OSError, ValueError):
+        return None
+    if total1 <= total0:
+        return None
+    return (1.0 - (idle1 - idle0) / (total1 - total0)) * (os.cpu_count() or 1)
+
+
+def free_cores(busy: float | None = None) -> int:
+    """Cores not already busy: this process's cores less the busy ones (``busy``, else the
+    load average), at least 1.
 
     Two torch threads on two cores that two other jobs also want run far slower than one
     (each OpenMP barrier waits for a descheduled thread), so a busy machine gets fewer threads.
     """
     cores = cpu_cores()
-    return max(1, min(cores, round(cores - load_average())))
+    # busy counts every core of the machine, the load average (as before) this process's
+    free = cores - load_average() if busy is None else (os.cpu_count() or cores) - busy
+    return max(1, min(cores, round(free)))
 
 
 def choose_threads(n_workers: int = 1) -> tuple[int, str]:
@@ -63,10 +97,11 @@ def choose_threads(n_workers: int = 1) -> tuple[int, str]:
     ``$SPARSEBENCH_THREADS`` when set, else the free cores split evenly (at least 1)."""
     if (n := torch_threads()) is not None:
         return n, f"{THREADS_VAR}={n}"
-    cores, load = cpu_cores(), load_average()
-    n = max(1, free_cores() // max(1, n_workers))
+    cores, load, busy = cpu_cores(), load_average(), busy_cores()
+    n = max(1, free_cores(busy) // max(1, n_workers))
+    now = f"{busy:.1f} busy now, " if busy is not None else ""
     workers = f", {n_workers} workers" if n_workers > 1 else ""
-    return n, f"{cores} cores, load {load:.1f}{workers}; set {THREADS_VAR} to choose"
+    return n, f"{cores} cores, {now}load {load:.1f}{workers}; set {THREADS_VAR} to choose"
 
 
 def cache_override() -> str | None:

@@ -196,11 +196,13 @@ def test_threads_split_the_free_cores_unless_set(monkeypatch):
     monkeypatch.delenv("SPARSEBENCH_THREADS", raising=False)
     monkeypatch.setattr(env, "busy_cores", lambda: None)  # no /proc/stat: the load average
     monkeypatch.setattr(env, "cpu_cores", lambda: 16)
+    monkeypatch.setattr(env.os, "cpu_count", lambda: 16)
     monkeypatch.setattr(env, "load_average", lambda: 0.0)  # idle: every core
     assert [threads(n) for n in (1, 2, 3, 32)] == [16, 8, 5, 1]
     monkeypatch.setattr(env, "load_average", lambda: 6.2)  # six cores busy elsewhere
     assert [threads(n) for n in (1, 2, 3)] == [10, 5, 3]
     monkeypatch.setattr(env, "cpu_cores", lambda: 2)
+    monkeypatch.setattr(env.os, "cpu_count", lambda: 2)
     monkeypatch.setattr(env, "load_average", lambda: 2.1)  # two other jobs on two cores
     n, why = env.choose_threads()
     assert n == 1 and "2 cores, load 2.1" in why and "SPARSEBENCH_THREADS" in why

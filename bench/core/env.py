@@ -1,9 +1,9 @@
 """The environment variables sparsebench reads, each parsed once, here.
 
 - ``SPARSEBENCH_THREADS``: torch intra-op threads (a positive integer); unset: the cores that
-  are free (this process's cores less those busy right now, sampled from ``/proc/stat``, or
-  less the 1-minute load average where there is none; at least 1), split evenly among
-  parallel workers (:func:`choose_threads`);
+  are free (the machine's cores less those busy right now, sampled from ``/proc/stat``, or
+  less the 1-minute load average where there is none; at most this process's cores, at least
+  1), split evenly among parallel workers (:func:`choose_threads`);
 - ``SPARSEBENCH_CACHE``: the cache root (:func:`bench.core.cache.cache_root`).
 
 A leaf: no torch, nothing above ``bench.core``.
@@ -80,16 +80,15 @@ def busy_cores(window: float = BUSY_WINDOW_S) -> float | None:
 
 
 def free_cores(busy: float | None = None) -> int:
-    """Cores not already busy: this process's cores less the busy ones (``busy``, else the
-    load average), at least 1.
+    """Cores not already busy: the machine's cores less the busy ones (``busy``, else the load
+    average; both count the whole machine), at most this process's cores, at least 1.
 
     Two torch threads on two cores that two other jobs also want run far slower than one
     (each OpenMP barrier waits for a descheduled thread), so a busy machine gets fewer threads.
     """
     cores = cpu_cores()
-    # busy counts every core of the machine, the load average (as before) this process's
-    free = cores - load_average() if busy is None else (os.cpu_count() or cores) - busy
-    return max(1, min(cores, round(free)))
+    taken = load_average() if busy is None else busy
+    return max(1, min(cores, round((os.cpu_count() or cores) - taken)))
 
 
 def choose_threads(n_workers: int = 1) -> tuple[int, str]:

@@ -119,11 +119,11 @@ def ce_loss(
     handle, site, read_site, saes, windows, skip_first=0, batch: int = 8, progress: bool = True
 ):
     """Step 3: (CE_clean, per-layer CE_spliced, per-layer CE_zero), mean nats per token; the
-    first ``skip_first`` positions keep their clean values. CE_clean and CE_zero are cached on
-    disk (:func:`_baseline_path`): a dictionary's quality costs one forward per layer. A forward
-    that changes layer L starts at block L (:mod:`bench.model.resume`): one clean forward per
-    batch captures every block's input, and the blocks below L are not run again (the same
-    values, bit for bit)."""
+    first ``skip_first`` positions keep their clean values. CE_zero is cached on disk
+    (:func:`_baseline_path`, CE_clean beside it): a dictionary's quality costs one clean forward
+    per batch, which also captures every block's input, and one forward per layer that starts at
+    that layer's block (:mod:`bench.model.resume`; the blocks below are not run again, and the
+    values are the same bit for bit)."""
     import json
 
     from bench.core.cache import atomic_path
@@ -139,8 +139,7 @@ def ce_loss(
         with block_inputs(handle.sites, layers) as got:
             clean += _ce(handle.model, g).item()
         inputs.append(dict(got))
-    if base["clean"] is None:
-        base["clean"] = clean / n_pred
+    base["clean"] = clean / n_pred  # the same value a cached baseline holds
     spliced: list[float] = []
     fresh = False
     for layer in tqdm(layers, desc="CE loss per layer", disable=not progress, leave=False):

@@ -69,6 +69,14 @@ def write_dictionary(
     return root
 
 
+def tiny_basis(root: Path, h, basis: str, site: str):
+    """``basis@site`` on ``h``: neurons, or a random dictionary written under ``root``."""
+    if basis == "neurons":
+        return make_basis(h, basis, site)
+    write_dictionary(root, h, basis=basis, site=site)
+    return make_basis(h, basis, site, f"path:{root}")
+
+
 # -- path: ----------------------------------------------------------------------------------------
 
 

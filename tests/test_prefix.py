@@ -7,10 +7,9 @@ import numpy as np
 import pytest
 import torch
 from _tiny_data import dataset, tiny_handle
-from test_bases import write_dictionary
+from test_bases import tiny_basis
 
 from bench import run_sweep
-from bench.bases import make_basis
 from bench.model.prefix import PrefixCache, shared_prefix
 from bench.sweep.references import ablation_values
 from bench.sweep.scores import size_grid
@@ -73,11 +72,7 @@ def _both_paths(h, basis, ds, ablate_error: bool):
 )
 def test_every_mask_gives_the_same_metric_on_either_path(tmp_path, arch, basis, site, last_token):
     h, ds = tiny_handle(arch), dataset(last_token=last_token)
-    dictionary = None
-    if basis != "neurons":
-        write_dictionary(tmp_path, h, basis=basis, site=site)
-        dictionary = f"path:{tmp_path}"
-    b = make_basis(h, basis, site, dictionary)
+    b = tiny_basis(tmp_path, h, basis, site)
     whole, prefix = _both_paths(h, b, ds, ablate_error=b.has_error)
     assert whole.prefix_reused == 0 and prefix.prefix_reused == (3 if last_token else 1)
     for field in ("m_full", "m_faith", "m_comp", "m_empty", "m_nonzero"):

@@ -250,14 +250,17 @@ def test_the_suite_shows_its_thread_choice_once_in_the_header():
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = [line for line in proc.stdout.splitlines() if "torch threads" in line]
-    assert lines == ["sparsebench: torch threads: 1 (SPARSEBENCH_THREADS=1)"], proc.stdout
+    assert lines == [
+        "sparsebench: torch threads: 1 (SPARSEBENCH_THREADS=1); sweep and attribution workers: 1 "
+        "(1 thread each)"
+    ], proc.stdout
     env.pop("SPARSEBENCH_THREADS")
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     lines = [line for line in proc.stdout.splitlines() if "torch threads" in line]
     assert len(lines) == 1 and re.fullmatch(
         r"sparsebench: torch threads: \d+ \(\d+ cores, (?:[\d.]+ busy now, )?load [\d.]+; set "
         r"SPARSEBENCH_THREADS "
-        r"to choose\)",
+        r"to choose\); sweep and attribution workers: \d+ \(1 thread each\)",
         lines[0],
     ), proc.stdout
 

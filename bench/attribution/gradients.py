@@ -7,6 +7,8 @@
 Steps per batch: (1) one gradient forward on the clean prompts capturing every site the bases
 use, and (``patch`` only) one plain forward on the counterfactual prompts; (2) per basis,
 encode both, pull the site gradient back to the units and accumulate the per-node products.
+On the CPU, batches run side by side, one thread each (:mod:`bench.model.replicas`), each into
+its own sums, which are added in batch order: the same scores as one batch after another.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from bench.bases import Basis
 from bench.core.finite import check_finite
 from bench.model.handle import ModelHandle
 from bench.model.interventions import intervene
+from bench.model.load import configure_workers
 from bench.model.relp import relp_replacement
+from bench.model.replicas import parallel_map
 from bench.sweep.references import get_reference
 from bench.sweep.units import LayerUnits, metric, unit_values
 
@@ -131,8 +135,23 @@ def _joint_gradient_products(
     ]
     chunks = list(batches(train, batch_size))
     what = f"attribution ({method}, {len(bases)} bases)" if len(bases) > 1 else method
-    for batch in tqdm(chunks, desc=what, disable=not args.progress):
-        _gradient_products(handle, bases, batch, relp, accs, reference, means)
+    workers = configure_workers() if handle.device.type == "cpu" else 1
+    with tqdm(total=len(chunks), desc=what, disable=not args.progress) as bar:
+        if workers == 1:
+            for batch in chunks:
+                _gradient_products(handle, bases, batch, relp, accs, reference, means)
+                bar.update()
+        else:  # batches side by side, each into its own sums, added in batch order (exact)
+
+            def one(h: ModelHandle, batch) -> list[tuple[torch.Tensor, torch.Tensor]]:
+                part = [(torch.zeros_like(u), torch.zeros_like(e)) for u, e in accs]
+                _gradient_products(h, bases, batch, relp, part, reference, means)
+                return part
+
+            for part in parallel_map(handle, one, chunks, workers, on_done=bar.update):
+                for (acc_u, acc_e), (part_u, part_e) in zip(accs, part, strict=True):
+                    acc_u += part_u
+                    acc_e += part_e
     out = []
     for b, (acc_u, acc_e) in zip(bases, accs, strict=True):
         check_finite(acc_u, f"{method} scores")

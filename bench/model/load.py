@@ -25,7 +25,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from bench.core.cache import cache_dir
 from bench.core.checks import check_device, check_dtype
-from bench.core.env import choose_threads
+from bench.core.env import choose_threads, choose_workers
 from bench.core.errors import ModelUnavailableError, UnknownModelError
 from bench.model.gguf import dequantized_dir, fetch_gguf
 from bench.model.handle import ModelHandle
@@ -121,6 +121,24 @@ def configure_threads(n_workers: int = 1) -> tuple[int, str]:
         _THREADS_CHOSEN.append((n, why))
         log.info("torch threads: %d (%s)", n, why)
     return _THREADS_CHOSEN[0]
+
+
+_WORKERS_CHOSEN: list[int] = []  # the process's sweep workers, once chosen
+
+
+def configure_workers(n_processes: int = 1) -> int:
+    """The workers that run a sweep's mask chunks side by side on the CPU, one thread each
+    (:func:`bench.core.env.choose_workers`: ``$SPARSEBENCH_THREADS``, else this process's
+    cores split among ``n_processes``), chosen once per process and logged once."""
+    if not _WORKERS_CHOSEN:
+        _WORKERS_CHOSEN.append(choose_workers(n_processes))
+        log.info("sweep workers: %d, one thread each", _WORKERS_CHOSEN[0])
+    return _WORKERS_CHOSEN[0]
+
+
+def set_workers(n: int) -> None:
+    """Fix this process's sweep workers (a Ray task gets its CPUs from the scheduler)."""
+    _WORKERS_CHOSEN[:] = [max(1, n)]
 
 
 def _looks_like_path(name: str) -> bool:

@@ -150,9 +150,10 @@ def pytest_configure(config):
         index = int(config.workerinput["workerid"].removeprefix("gw"))
         count = int(config.workerinput["workercount"])
     if role != "controller":  # the process that runs cells: threads chosen once, now
-        from bench.model.load import configure_threads
+        from bench.model.load import configure_threads, configure_workers
 
         configure_threads(count)  # the free cores, split between workers
+        configure_workers(count)  # the sweep's: this process's cores, split between workers
     _SUITE.device = devices[index % len(devices)]
 
 
@@ -162,10 +163,14 @@ def pytest_report_header(config):
         workers = int(config.getoption("numprocesses", default=0) or 0)
         n, why = choose_threads(max(1, workers))
         return [f"sparsebench: torch threads per worker: {n} ({why})"]
-    from bench.model.load import configure_threads
+    from bench.model.load import configure_threads, configure_workers
 
     n, why = configure_threads()  # the choice pytest_configure made
-    return [f"sparsebench: torch threads: {n} ({why})"]
+    w = configure_workers()
+    return [
+        f"sparsebench: torch threads: {n} ({why}); sweep and attribution workers: {w} "
+        "(1 thread each)"
+    ]
 
 
 def _check_scaleout(config, role: str | None) -> None:

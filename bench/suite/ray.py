@@ -72,7 +72,10 @@ def run_group(cells: list[Cell], dtype: str, device: str, threads: int) -> list[
     """Step 3, inside a Ray task: the group's cells in order; their SweepResults as dicts."""
     import torch
 
+    from bench.model.load import set_workers
+
     torch.set_num_threads(threads)
+    set_workers(threads)
     suite = _WORKER_SUITES.setdefault((dtype, device), Suite(dtype=dtype, device=device))
     suite.cells = list(cells)  # the group's JointAttribution is built from these
     return [suite.run_cell(cell).to_dict() for cell in cells]

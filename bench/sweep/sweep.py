@@ -10,7 +10,8 @@ Steps of :func:`evaluate`:
    same way); C_k = the k best;
 3. m(M): the unablated model; m(∅): every ablatable node ablated;
 4. for each k of the shared grid, m(C_k) (nodes outside C_k ablated) and m(M∖C_k) (nodes in
-   C_k ablated), several masks per forward: the test batch is repeated once per mask. Where
+   C_k ablated), several masks per forward: the test batch is repeated once per mask; on the
+   CPU, chunks of masks run side by side, one thread each (:mod:`bench.model.replicas`). Where
    the ablation reference is the pair's own counterfactual (``patch``), no mask changes the
    positions before the first token where x and x′ differ, so they run once
    (:mod:`bench.model.prefix`) and each mask runs the suffix only (``reuse_prefix``);
@@ -33,7 +34,9 @@ from tqdm.auto import tqdm
 from bench.bases import Basis
 from bench.cell import RUN
 from bench.model.handle import ModelHandle
+from bench.model.load import configure_workers
 from bench.model.prefix import PrefixCache, shared_prefix
+from bench.model.replicas import parallel_map
 from bench.sweep.units import AblationValues, metric, unit_ablation
 from tasks.metric import logit_difference
 
@@ -79,13 +82,16 @@ def evaluate(
     progress: bool = False,
     k_nonzero: int | None = None,
     reuse_prefix: bool = False,
+    workers: int | None = None,
 ) -> SweepMetrics:
     """Steps 3-5: per-pair metrics of the full model, the empty circuit, every C_k and (with
     ``k_nonzero``, the number of nodes with a non-zero score) the consistency circuit.
 
     ``reuse_prefix``: the caller's promise that every node before the pairs' first differing
     token equals its ablation value (true of ``patch``, false of ``mean`` and ``zero``); the
-    shared prefix then runs once and each mask only the suffix. The metrics are the same."""
+    shared prefix then runs once and each mask only the suffix. The metrics are the same.
+    ``workers``: mask chunks run side by side on the CPU (:mod:`bench.model.replicas`; default
+    the process's choice, :func:`bench.model.load.configure_workers`); the same metrics."""
     n_layers, seq, n_units = handle.sites.n_layers, test["clean_ids"].shape[1], basis.n_units()
     n_unit_nodes = n_layers * seq * n_units
     unit_ranks = ranks[:n_unit_nodes].view(n_layers, seq, n_units).to(handle.device)
@@ -108,17 +114,20 @@ def evaluate(
     masks = [(0, True)] + [(k, True) for k in sizes] + [(k, False) for k in sizes]
     if k_nonzero is not None:  # last, so the grid's masks batch exactly as without it
         masks.append((k_nonzero, True))
-    results: list[torch.Tensor] = []
     chunks = [masks[i : i + masks_per_forward] for i in range(0, len(masks), masks_per_forward)]
-    for chunk in tqdm(chunks, desc="sweep", disable=not progress):
-        ks = torch.tensor([k for k, _ in chunk], device=handle.device)
-        faith = torch.tensor([f for _, f in chunk], device=handle.device)
+
+    def run(h: ModelHandle, chunk: list[tuple[int, bool]]) -> torch.Tensor:  # [masks, pairs]
+        ks = torch.tensor([k for k, _ in chunk], device=h.device)
+        faith = torch.tensor([f for _, f in chunk], device=h.device)
         keep_err = _keep(err_ranks, ks, faith) if err_ranks is not None else None
         keep = _keep(unit_ranks, ks, faith)
         past = prefix.repeated(len(chunk)) if prefix is not None else None
-        with torch.no_grad(), unit_ablation(handle, basis, keep, keep_err, values):
-            m_chunk = metric(handle, ids.repeat(len(chunk), 1), *args, past=past)
-            results.append(m_chunk.view(len(chunk), -1))
+        with torch.no_grad(), unit_ablation(h, basis, keep, keep_err, values):
+            return metric(h, ids.repeat(len(chunk), 1), *args, past=past).view(len(chunk), -1)
+
+    workers = configure_workers() if workers is None else workers
+    with tqdm(total=len(chunks), desc="sweep", disable=not progress) as bar:
+        results = parallel_map(handle, run, chunks, workers, on_done=bar.update)
     m = torch.cat(results).double().cpu().numpy()  # [1 + 2*sizes, pairs]
     n = len(sizes)
     return SweepMetrics(

@@ -1,12 +1,12 @@
 """The activations local dictionaries train on: collected once into memory, then replayed in
 seeded epochs (step 4 of :mod:`bench.training`).
 
-1. :func:`collect`: the training windows run through the model a group at a time, under no_grad,
-   capturing the read and the write site of every requested layer with
-   ``bench.model.interventions.intervene``; the first ``skip_first`` positions of each window are
-    dropped
-   (see ``TrainConfig``) and the rest stored as bfloat16 rows, ``[n_tokens, d]`` per site and
-   layer (smollm2-135m: 30 layers x 131k tokens x 576 x 2 B = 4.5 GB for an SAE);
+1. :func:`collect`: the training windows run through the model a group at a time, under no_grad
+   (groups side by side on the CPU, one thread each: :mod:`bench.model.replicas`), capturing
+   the read and the write site of every requested layer with
+   ``bench.model.interventions.intervene``; the first ``skip_first`` positions of each window
+   are dropped (see ``TrainConfig``) and the rest stored as bfloat16 rows, ``[n_tokens, d]`` per
+   site and layer (smollm2-135m: 30 layers x 131k tokens x 576 x 2 B = 4.5 GB for an SAE);
 2. :func:`batches`: batch ``i`` of epoch ``e`` is rows ``perm_e[i*B:(i+1)*B]`` with ``perm_e`` a
    permutation seeded by ``seed + e``: the stream is a pure function of the batch index, so a
    resumed run sees exactly the batches it would have seen. A batch is float32 ``[B, d]`` for an
@@ -24,7 +24,10 @@ from collections.abc import Callable, Iterator
 import torch
 from tqdm.auto import tqdm
 
+from bench.model.handle import ModelHandle
 from bench.model.interventions import intervene
+from bench.model.load import configure_workers
+from bench.model.replicas import parallel_map
 from bench.model.sites import SiteTable
 
 Buffers = dict[str, tuple[torch.Tensor, torch.Tensor | None]]  # hook -> ([N, d_in], [N, d_out])
@@ -49,17 +52,21 @@ def collect(
     used = ctx - skip_first
     out = {key: torch.empty(n * used, sites.width(key[0]), dtype=torch.bfloat16) for key in keys}
     device = next(model.parameters()).device
+    handle = ModelHandle(model, None, "", "", sites)  # for replicas: the forwards' model
+
+    def one(h: ModelHandle, start: int) -> None:  # rows of distinct windows: no two overlap
+        group = windows[start : start + windows_per_forward].to(device)  # [g, ctx]
+        with torch.no_grad(), intervene(h.sites, capture=keys) as got:
+            h.model.base_model(input_ids=group)
+        rows = slice(start * used, (start + len(group)) * used)
+        for key in keys:
+            a = got[key][:, skip_first:]  # [g, used, d]
+            out[key][rows] = a.reshape(-1, a.shape[-1]).to("cpu", torch.bfloat16)
+        bar.update(len(group) * used)
+
     bar = tqdm(total=n * used, desc="collecting activations", unit="tok", disable=not progress)
-    with bar:
-        for start in range(0, n, windows_per_forward):
-            group = windows[start : start + windows_per_forward].to(device)  # [g, ctx]
-            with intervene(sites, capture=keys) as got:
-                model.base_model(input_ids=group)
-            rows = slice(start * used, (start + len(group)) * used)
-            for key in keys:
-                a = got[key][:, skip_first:]  # [g, used, d]
-                out[key][rows] = a.reshape(-1, a.shape[-1]).to("cpu", torch.bfloat16)
-            bar.update(len(group) * used)
+    with bar:  # window groups side by side on the CPU (bench.model.replicas)
+        parallel_map(handle, one, range(0, n, windows_per_forward), configure_workers())
     return {
         sites.hook_name(write_site, layer): (
             out[(read_site, layer)],

@@ -14,7 +14,8 @@
    - dead fraction = latents that are zero on every evaluated token;
 3. loss: next-token cross-entropy of the model (CE_clean), and per layer with that one layer's site
    replaced by ``x_hat`` (CE_spliced) or by zeros (CE_zero); those forwards start at the
-   layer's own block from the clean forward's block inputs (:mod:`bench.model.resume`);
+   layer's own block from the clean forward's block inputs (:mod:`bench.model.resume`), the
+   layers side by side on the CPU, one thread each (:mod:`bench.model.replicas`);
    CE recovered = (CE_zero - CE_spliced) / (CE_zero - CE_clean);
 4. a JSON-ready dict: means under the keys reports read (``l0``, ``fvu``, ``ce_loss_recovered``,
    ``dead_fraction``, ``width``) and per-layer lists under ``per_layer``.
@@ -30,6 +31,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from bench.model.interventions import intervene
+from bench.model.load import configure_workers
+from bench.model.replicas import parallel_map
 from bench.model.resume import block_inputs, start_at
 
 log = logging.getLogger(__name__)
@@ -140,14 +143,14 @@ def ce_loss(
             clean += _ce(handle.model, g).item()
         inputs.append(dict(got))
     base["clean"] = clean / n_pred  # the same value a cached baseline holds
-    spliced: list[float] = []
-    fresh = False
-    for layer in tqdm(layers, desc="CE loss per layer", disable=not progress, leave=False):
+    missing = [layer for layer in layers if layer not in base["zero"]]
+
+    def one_layer(h, layer: int) -> tuple[float, float | None]:  # (CE_spliced, CE_zero or None)
         sae, key, read_key = saes[layer], (site, layer), (read_site, layer)
         capture = [read_key] if read_key != key else []
         holder: dict[str, Any] = {}
 
-        def splice(x: torch.Tensor, sae=sae, read_key=read_key, holder=holder) -> torch.Tensor:
+        def splice(x: torch.Tensor) -> torch.Tensor:
             src = holder["acts"].get(read_key, x)
             new = x.clone()
             src = src[:, skip_first:]
@@ -159,23 +162,28 @@ def ce_loss(
             new[:, skip_first:] = 0
             return new
 
-        jobs = [(splice, spliced)]
-        if layer not in base["zero"]:
-            fresh = True
-            jobs.append((zero, None))
-        for replacement, sink in jobs:
+        out: list[float | None] = [None, None]
+        for i, replacement in enumerate([splice, zero] if layer in missing else [splice]):
             total = 0.0
             for g, hidden in zip(groups, inputs, strict=True):
                 with (
-                    start_at(handle.sites, layer, hidden[layer]),
-                    intervene(handle.sites, capture=capture, replace={key: replacement}) as acts,
+                    torch.no_grad(),
+                    start_at(h.sites, layer, hidden[layer]),
+                    intervene(h.sites, capture=capture, replace={key: replacement}) as acts,
                 ):
                     holder["acts"] = acts
-                    total += _ce(handle.model, g).item()
-            if sink is None:
-                base["zero"][layer] = total / n_pred
-            else:
-                sink.append(total / n_pred)
+                    total += _ce(h.model, g).item()
+            out[i] = total / n_pred
+        return out[0], out[1]
+
+    bar = tqdm(total=len(layers), desc="CE loss per layer", disable=not progress, leave=False)
+    with bar:  # layers side by side on the CPU (bench.model.replicas), each summed in order
+        per_layer = parallel_map(handle, one_layer, layers, configure_workers(), bar.update)
+    spliced = [ce for ce, _ in per_layer]
+    for layer, (_, ce_zero) in zip(layers, per_layer, strict=True):
+        if ce_zero is not None:
+            base["zero"][layer] = ce_zero
+    fresh = bool(missing)
     if fresh:
         with atomic_path(path, kind="file") as tmp:
             tmp.write_text(json.dumps(base))

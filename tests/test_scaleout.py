@@ -251,8 +251,8 @@ def test_the_suite_shows_its_thread_choice_once_in_the_header():
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = [line for line in proc.stdout.splitlines() if "torch threads" in line]
     assert lines == [
-        "sparsebench: torch threads: 1 (SPARSEBENCH_THREADS=1); sweep and attribution workers: 1 "
-        "(1 thread each)"
+        "sparsebench: torch threads: 1 (SPARSEBENCH_THREADS=1); workers: 1, 1 thread each (sweeps, "
+        "attribution, SAE activations and quality)"
     ], proc.stdout
     env.pop("SPARSEBENCH_THREADS")
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
@@ -260,7 +260,8 @@ def test_the_suite_shows_its_thread_choice_once_in_the_header():
     assert len(lines) == 1 and re.fullmatch(
         r"sparsebench: torch threads: \d+ \(\d+ cores, (?:[\d.]+ busy now, )?load [\d.]+; set "
         r"SPARSEBENCH_THREADS "
-        r"to choose\); sweep and attribution workers: \d+ \(1 thread each\)",
+        r"to choose\); workers: \d+, 1 thread each \(sweeps, attribution, SAE "
+        r"activations and quality\)",
         lines[0],
     ), proc.stdout
 

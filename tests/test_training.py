@@ -124,48 +124,6 @@ def test_training_runs_end_to_end_and_resumes_after_an_interruption(tmp_path, mo
             torch.testing.assert_close(a[hook][name], b[hook][name], atol=1e-5, rtol=1e-4)
 
 
-def test_two_workers_train_the_same_weights_in_two_shards_and_resume_each(tmp_path, monkeypatch):
-    """With two workers the layers train in two shards side by side (one thread each), the
-    activations are collected and the CE losses measured two at a time: the weights and the
-    qualities are those of one worker, bit for bit, also after an interruption."""
-    from bench.model import load
-
-    h = tiny_handle("llama")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # float32: the thread count alone may move the last bit
-    try:
-        monkeypatch.setenv("SPARSEBENCH_CACHE", str(tmp_path / "a"))
-        monkeypatch.setattr(load, "_WORKERS_CHOSEN", [1])
-        one = training.train_local(h, "mlp_out", None, TINY, tiny_corpus())
-        monkeypatch.setenv("SPARSEBENCH_CACHE", str(tmp_path / "b"))
-        monkeypatch.setattr(load, "_WORKERS_CHOSEN", [2])
-
-        def crash(batch: int) -> None:
-            if batch == STEPS_AT_SECOND_CHECKPOINT + 3:
-                raise KeyboardInterrupt("simulated interruption")
-
-        with pytest.raises(KeyboardInterrupt):
-            training.train_local(h, "mlp_out", None, TINY, tiny_corpus(), on_batch=crash)
-        _, partial = training.entry_dirs(h.model, "mlp_out", [0, 1], TINY, tiny_corpus())
-        shards = sorted((partial / "group-0").iterdir())
-        assert [s.name for s in shards] == ["shard-0", "shard-1"]  # layer 0, layer 1
-        for shard in shards:
-            (checkpoint,) = (shard / "checkpoints").iterdir()
-            assert (checkpoint / training.DONE).exists()
-        two = training.train_local(h, "mlp_out", None, TINY, tiny_corpus())
-    finally:
-        torch.set_num_threads(threads)
-    a, b = _weights(one), _weights(two)
-    assert a.keys() == b.keys() == {"blocks.0.hook_mlp_out", "blocks.1.hook_mlp_out"}
-    for hook in a:
-        for name in a[hook]:
-            assert torch.equal(a[hook][name], b[hook][name]), (hook, name)
-    qa, qb = (json.loads((e / "quality.json").read_text()) for e in (one, two))
-    assert qb["training"]["resumed_from"] == STEPS_AT_SECOND_CHECKPOINT * 128
-    qa.pop("training"), qb.pop("training")
-    assert qa == qb
-
-
 def test_an_unreadable_checkpoint_trains_from_the_start_without_collecting_again(
     tmp_path, monkeypatch
 ):

@@ -123,21 +123,23 @@ def configure_threads(n_workers: int = 1) -> tuple[int, str]:
     return _THREADS_CHOSEN[0]
 
 
-_WORKERS_CHOSEN: list[int] = []  # the process's sweep workers, once chosen
+_WORKERS_CHOSEN: list[int] = []  # the process's workers, once chosen
 
 
 def configure_workers(n_processes: int = 1) -> int:
-    """The workers that run a sweep's mask chunks side by side on the CPU, one thread each
+    """The workers that run independent forwards side by side on the CPU, one thread each (the
+    sweep's mask chunks, attribution's batches, local SAEs' activations and CE-loss layers;
+    :mod:`bench.model.replicas`)
     (:func:`bench.core.env.choose_workers`: ``$SPARSEBENCH_THREADS``, else this process's
     cores split among ``n_processes``), chosen once per process and logged once."""
     if not _WORKERS_CHOSEN:
         _WORKERS_CHOSEN.append(choose_workers(n_processes))
-        log.info("sweep workers: %d, one thread each", _WORKERS_CHOSEN[0])
+        log.info("workers: %d, one thread each", _WORKERS_CHOSEN[0])
     return _WORKERS_CHOSEN[0]
 
 
 def set_workers(n: int) -> None:
-    """Fix this process's sweep workers (a Ray task gets its CPUs from the scheduler)."""
+    """Fix this process's workers (a Ray task gets its CPUs from the scheduler)."""
     _WORKERS_CHOSEN[:] = [max(1, n)]
 
 

@@ -17,8 +17,7 @@ Steps of :func:`parallel_map`:
    share every parameter and buffer (no weights are copied) and have their own hooks, so an
    intervention on one replica never touches another's forward; built once per model;
 3. each item runs on a free handle in a thread of a pool of ``workers`` threads, with torch's
-   intra-op threads set to 1 in that thread (:func:`side_by_side`, also for work without a
-   model: local SAEs train a shard of layers per thread);
+   intra-op threads set to 1 in that thread;
 4. the results come back in item order (an item's exception is raised in the caller, the
    remaining items cancelled); the caller's thread count is set again afterwards.
 """
@@ -64,28 +63,36 @@ def replicas(handle: ModelHandle, n: int) -> list[ModelHandle]:
     return [handle, *made[: n - 1]]
 
 
-def side_by_side(
-    fn: Callable[[T], R],
+def parallel_map(
+    handle: ModelHandle,
+    fn: Callable[[ModelHandle, T], R],
     items: Sequence[T],
     workers: int,
     on_done: Callable[[], None] | None = None,
 ) -> list[R]:
-    """``[fn(item) for item in items]``, ``workers`` at a time, each in a thread with one torch
-    intra-op thread (steps 3-4); one worker is a plain loop in the caller's thread. ``fn`` must
-    not share mutable state between items."""
+    """``[fn(h, item) for item in items]`` with each call on some handle ``h`` of ``handle``'s
+    replicas, ``workers`` at a time (module docstring). ``fn`` must use only the handle it is
+    given; ``on_done`` is called once per finished item (a progress bar)."""
     workers = max(1, min(workers, len(items)))
-    if workers == 1:
+    if workers == 1 or handle.device.type != "cpu":  # step 1
         out = []
         for item in items:
-            out.append(fn(item))
+            out.append(fn(handle, item))
             if on_done is not None:
                 on_done()
         return out
+    free: queue.SimpleQueue[ModelHandle] = queue.SimpleQueue()
+    for h in replicas(handle, workers):
+        free.put(h)
     threads = torch.get_num_threads()
 
     def run(item: T) -> R:  # step 3
         torch.set_num_threads(1)  # this thread's intra-op threads
-        return fn(item)
+        h = free.get()
+        try:
+            return fn(h, item)
+        finally:
+            free.put(h)
 
     pool = ThreadPoolExecutor(workers, thread_name_prefix="sparsebench-worker")
     try:
@@ -99,30 +106,3 @@ def side_by_side(
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         torch.set_num_threads(threads)
-
-
-def parallel_map(
-    handle: ModelHandle,
-    fn: Callable[[ModelHandle, T], R],
-    items: Sequence[T],
-    workers: int,
-    on_done: Callable[[], None] | None = None,
-) -> list[R]:
-    """``[fn(h, item) for item in items]`` with each call on some handle ``h`` of ``handle``'s
-    replicas, ``workers`` at a time (module docstring). ``fn`` must use only the handle it is
-    given; ``on_done`` is called once per finished item (a progress bar)."""
-    workers = max(1, min(workers, len(items)))
-    if workers == 1 or handle.device.type != "cpu":  # step 1
-        return side_by_side(lambda item: fn(handle, item), items, 1, on_done)
-    free: queue.SimpleQueue[ModelHandle] = queue.SimpleQueue()
-    for h in replicas(handle, workers):
-        free.put(h)
-
-    def on_a_free_handle(item: T) -> R:
-        h = free.get()
-        try:
-            return fn(h, item)
-        finally:
-            free.put(h)
-
-    return side_by_side(on_a_free_handle, items, workers, on_done)

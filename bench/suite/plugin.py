@@ -168,8 +168,8 @@ def pytest_report_header(config):
     n, why = configure_threads()  # the choice pytest_configure made
     w = configure_workers()
     return [
-        f"sparsebench: torch threads: {n} ({why}); sweep and attribution workers: {w} "
-        "(1 thread each)"
+        f"sparsebench: torch threads: {n} ({why}); workers: {w}, 1 thread each (sweeps, "
+        "attribution, SAE activations and quality)"
     ]
 
 

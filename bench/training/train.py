@@ -19,9 +19,7 @@ from typing import Any
 import torch
 
 from bench.core.cache import atomic_path, cache_lock, files_sha256
-from bench.model.load import configure_workers
-from bench.model.replicas import side_by_side
-from bench.training.activations import collect, mean_and_scale
+from bench.training.activations import batches, collect, mean_and_scale
 from bench.training.config import (
     CLI_NAMES,
     DEFAULT_CONFIG,
@@ -41,7 +39,6 @@ from bench.training.entries import (
     model_key,
     sae_lens_version,
 )
-from bench.training.trainer import train_shard
 from bench.training.transcoder import new_transcoder, save_transcoder
 
 __all__ = [  # re-exported: what callers and tests use through this module
@@ -96,6 +93,34 @@ def _new_dictionary(handle, site: str, layer: int, cfg: TrainConfig, basis: str)
     return TopKTrainingSAE(sae_cfg)
 
 
+def _latest_checkpoint(partial: Path) -> Path | None:
+    done = [p.parent for p in (partial / "checkpoints").glob(f"*/{DONE}")]
+    return max(done, key=lambda p: int(p.name)) if done else None
+
+
+def _trainer_config(handle, cfg: TrainConfig, partial: Path):
+    from sae_lens.config import LoggingConfig, SAETrainerConfig
+
+    steps = cfg.n_steps
+    return SAETrainerConfig(
+        total_training_samples=steps * cfg.batch_tokens,
+        train_batch_size_samples=cfg.batch_tokens,
+        lr=cfg.lr,
+        lr_end=cfg.lr * cfg.lr_end_frac,
+        lr_warm_up_steps=int(cfg.warmup_frac * steps),
+        lr_decay_steps=int(cfg.decay_frac * steps),
+        device=str(handle.device),
+        autocast=cfg.autocast,
+        dead_feature_window=max(1, cfg.dead_tokens // cfg.batch_tokens),
+        feature_sampling_window=max(1, steps),
+        n_checkpoints=cfg.n_checkpoints,
+        checkpoint_path=str(partial / "checkpoints"),
+        save_final_checkpoint=False,
+        logger=LoggingConfig(log_to_wandb=False),
+        n_batches_for_norm_estimate=1,
+    )
+
+
 def _layer_groups(handle, basis: str, site: str, layers: list[int], cfg: TrainConfig):
     """Layers whose collected activations fit ``cfg.max_buffer_gb`` together (step 4)."""
     width = handle.sites.width(site)
@@ -130,58 +155,64 @@ def _fold(module, s_in: float, s_out: float) -> None:
     module.b_dec.div_(s_out)
 
 
-def _shards(group: list[int], workers: int) -> list[list[int]]:
-    """``group`` in at most ``workers`` runs of consecutive layers, sizes differing by ≤ 1."""
-    n = max(1, min(workers, len(group)))
-    size, extra = divmod(len(group), n)
-    bounds = [i * size + min(i, extra) for i in range(n + 1)]
-    return [group[bounds[i] : bounds[i + 1]] for i in range(n)]
-
-
 def _fit_group(handle, fwd_model, basis, site, group, cfg, windows, partial: Path, on_batch,
                progress):  # fmt: skip
     """Steps 4-5 for one group of layers: collect (one forward per token, on ``fwd_model``),
     train (resuming from the last complete checkpoint), fold; ``({hook: trained module},
-    resumed-from samples or None)``. On the CPU the layers train in shards side by side, one
-    thread each (:func:`bench.model.replicas.side_by_side`); each layer's steps are the same
-    whichever shard it is in, and so are its weights."""
+    resumed-from samples or None)``."""
+    from bench.training.trainer import one_bar_trainer
+
     buffers = collect(
         fwd_model, READ_SITE.get(basis, site), site, group, windows, cfg.skip_first,
         cfg.windows_per_forward, progress,
     )  # fmt: skip
     scales = _scale(buffers)
-    workers = configure_workers() if handle.device.type == "cpu" else 1
-    shards = _shards(list(group), workers)
-    span = list(range(group[0], group[-1] + 1)) == list(group)
-    label = f"training {basis}s, " + (f"layers {group[0]}-{group[-1]}" if span else
-                                      f"{len(group)} layers")  # fmt: skip
-    if len(shards) > 1:
-        label += f" ({len(shards)} shards side by side)"
-    jobs = [
-        (shard, partial if len(shards) == 1 else partial / f"shard-{i}", progress and i == 0)
-        for i, shard in enumerate(shards)
-    ]  # the first shard's bar stands for all: they step in lockstep
-    hooks = {layer: handle.sites.hook_name(site, layer) for layer in group}
-    saes = {}
-    for layer in group:  # seeded per layer: the same weights whichever group or shard it is in
-        torch.manual_seed(cfg.seed * 1_000_003 + layer)
-        sae = _new_dictionary(handle, site, layer, cfg, basis)
-        with torch.no_grad():
-            sae.b_dec.copy_(scales[hooks[layer]]["mean"])  # start at the (scaled) mean output
-        saes[hooks[layer]] = sae
 
-    def one(job) -> tuple[dict, int | None]:
-        shard, where, bar = job
-        start = {hooks[layer]: saes[hooks[layer]] for layer in shard}
-        shard_buffers = {hooks[layer]: buffers[hooks[layer]] for layer in shard}
-        return train_shard(handle, cfg, start, shard_buffers, where, on_batch, label, bar)
+    def mark_done(checkpoint_path: Path | None) -> None:
+        if checkpoint_path is None:
+            return
+        (checkpoint_path / DONE).write_text("complete\n")
+        for old in (partial / "checkpoints").iterdir():
+            if old != checkpoint_path:
+                shutil.rmtree(old, ignore_errors=True)
 
-    results = side_by_side(one, jobs, len(jobs))
-    trained = {hook: sae for done, _ in results for hook, sae in done.items()}
+    def new_trainer():
+        saes = {}
+        for layer in group:  # seeded per layer: the same weights whichever group a layer is in
+            torch.manual_seed(cfg.seed * 1_000_003 + layer)
+            sae = _new_dictionary(handle, site, layer, cfg, basis)
+            hook = handle.sites.hook_name(site, layer)
+            with torch.no_grad():
+                sae.b_dec.copy_(scales[hook]["mean"])  # start at the (scaled) mean output
+            saes[hook] = sae
+        span = list(range(group[0], group[-1] + 1)) == list(group)
+        layers = f"layers {group[0]}-{group[-1]}" if span else f"{len(group)} layers"
+        return one_bar_trainer(
+            _trainer_config(handle, cfg, partial), saes, {h: h for h in saes}, iter(()),
+            save_checkpoint_fn=mark_done, label=f"training {basis}s, {layers}", progress=progress,
+        )  # fmt: skip
+
+    trainer, start = new_trainer(), 0
+    resume = _latest_checkpoint(partial)
+    if resume is not None:
+        log.info("resuming local dictionary training from %s", resume)
+        try:
+            trainer.load_checkpoint(resume)
+        except Exception as err:  # a damaged checkpoint: start over rather than fail every run
+            log.warning("checkpoint %s is unreadable (%s); training from the start", resume, err)
+            shutil.rmtree(partial / "checkpoints", ignore_errors=True)
+            trainer, resume = new_trainer(), None  # the collected activations are kept
+    if resume is not None:
+        start = trainer.n_training_samples // cfg.batch_tokens
+        for t in (trainer, *trainer.trainers.values()):
+            t.checkpoint_thresholds = [
+                c for c in t.checkpoint_thresholds if c >= trainer.n_training_samples
+            ]
+    trainer.data_provider = batches(buffers, cfg.batch_tokens, cfg.seed, start, on_batch)
+    trained = trainer.fit()
     for hook, sae in trained.items():
         _fold(sae, scales[hook]["s_in"], scales[hook]["s_out"])
-    resumed = [r for _, r in results if r is not None]
-    return trained, (min(resumed) if resumed else None)
+    return trained, (None if resume is None else int(resume.name))
 
 
 def _training_windows(windows: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:

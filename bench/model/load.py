@@ -127,11 +127,11 @@ _WORKERS_CHOSEN: list[int] = []  # the process's workers, once chosen
 
 
 def configure_workers(n_processes: int = 1) -> int:
-    """The workers that run independent forwards side by side on the CPU, one thread each (the
-    sweep's mask chunks, attribution's batches, local SAEs' activations and CE-loss layers;
-    :mod:`bench.model.replicas`)
-    (:func:`bench.core.env.choose_workers`: ``$SPARSEBENCH_THREADS``, else this process's
-    cores split among ``n_processes``), chosen once per process and logged once."""
+    """The workers that run independent forwards side by side on the CPU, one thread each
+    (:mod:`bench.model.replicas`: the sweep's mask chunks, attribution's batches, local SAEs'
+    activations and CE-loss layers); :func:`bench.core.env.choose_workers` picks them
+    (``$SPARSEBENCH_THREADS``, else this process's cores split among ``n_processes``), once
+    per process, logged once."""
     if not _WORKERS_CHOSEN:
         _WORKERS_CHOSEN.append(choose_workers(n_processes))
         log.info("workers: %d, one thread each", _WORKERS_CHOSEN[0])

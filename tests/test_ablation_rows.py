@@ -3,14 +3,18 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from _tiny_data import dataset, tiny_handle
-from test_bases import write_dictionary
+from test_bases import tiny_basis, write_dictionary
+from test_replicas import one_thread
 
 from bench.bases import make_basis
 from bench.model.interventions import intervene
 from bench.sweep.references import ablation_values
+from bench.sweep.scores import size_grid
+from bench.sweep.sweep import _same_as, evaluate, node_ranks
 from bench.sweep.units import _ablated, metric, unit_ablation
 from tasks.validate import encode
 
@@ -70,3 +74,34 @@ def test_skipping_untouched_rows_changes_no_metric(tmp_path, arch, basis, site, 
     with torch.no_grad():
         plain = metric(h, ids, *args)
     assert (every.view(3, -1)[1] - plain).abs().max() > 1e-4  # the ablations matter
+
+
+def test_masks_keeping_the_same_nodes_are_one_mask():
+    lo, hi = 0, 99  # the ranks a mask can ablate
+    assert _same_as((0, True), lo, hi) == (0, True)  # keep none: m(∅)
+    assert _same_as((100, False), lo, hi) == (0, True)  # ablate all: m(∅) again
+    assert _same_as((100, True), lo, hi) == (100, True)  # keep all
+    assert _same_as((250, True), lo, hi) == (100, True)
+    assert _same_as((0, False), lo, hi) == (100, True)  # ablate none: keep all
+    assert _same_as((7, True), lo, hi) == (7, True) and _same_as((7, False), 0, 99) == (7, False)
+    assert _same_as((150, True), 0, 149) == (150, True)  # units ranked below error nodes kept
+
+
+@pytest.mark.parametrize(
+    "arch,basis,site", [("llama", "sae", "mlp_out"), ("gpt2", "neurons", "resid")]
+)
+def test_each_distinct_mask_runs_once_and_all_kept_is_still_measured(tmp_path, arch, basis, site):
+    h, ds = tiny_handle(arch), dataset(last_token=True)
+    b = tiny_basis(tmp_path, h, basis, site)
+    test = encode(ds, h.tokenizer)["test"]
+    n = h.sites.n_layers * test["clean_ids"].shape[1] * (b.n_units() + int(b.has_error))
+    ranks = node_ranks(torch.randn(n, generator=torch.Generator().manual_seed(0)))
+    values, grid = ablation_values(h, b, test, "patch"), size_grid(n)
+    kw = {"k_nonzero": n, "reuse_prefix": True, "workers": 1}  # every node non-zero: random
+    with one_thread():
+        sm = evaluate(h, b, test, ranks, grid, values, b.has_error, **kw)
+    assert sm.n_forwards == 2 * len(grid) + 2  # 2 of the 2G + 2 masks are repeats, + 2 forwards
+    np.testing.assert_array_equal(sm.m_comp[-1], sm.m_empty)  # M∖C_n = ∅
+    np.testing.assert_array_equal(sm.m_nonzero, sm.m_faith[-1])  # C_n = all nodes
+    np.testing.assert_allclose(sm.m_faith[-1], sm.m_full, rtol=0, atol=1e-5)  # measured: F(all)=1
+    assert np.abs(sm.m_faith[-1] - sm.m_empty).max() > 1e-3  # the masks matter

@@ -5,7 +5,8 @@
   (Jafari et al. 2025; :mod:`bench.model.relp`).
 
 Steps per batch: (1) one gradient forward on the clean prompts capturing every site the bases
-use, and (``patch`` only) one plain forward on the counterfactual prompts; (2) per basis,
+use, and (``patch`` only) one plain forward of the counterfactual prompts after the positions
+they share with the clean ones (:mod:`bench.model.prefix`); (2) per basis,
 encode both, pull the site gradient back to the units and accumulate the per-node products.
 On the CPU, batches run side by side, one thread each (:mod:`bench.model.replicas`), each into
 its own sums, which are added in batch order: the same scores as one batch after another.
@@ -25,10 +26,12 @@ from bench.core.finite import check_finite
 from bench.model.handle import ModelHandle
 from bench.model.interventions import intervene
 from bench.model.load import configure_workers
+from bench.model.prefix import PrefixCache, shared_prefix
 from bench.model.relp import relp_replacement
 from bench.model.replicas import parallel_map
 from bench.sweep.references import get_reference
-from bench.sweep.units import LayerUnits, metric, unit_values
+from bench.sweep.units import LayerUnits, unit_values
+from tasks.metric import logit_difference
 
 
 def batches(split: dict[str, torch.Tensor], batch_size: int):
@@ -43,32 +46,54 @@ def values_of(handle: ModelHandle, basis: Basis, ids: torch.Tensor) -> dict[int,
     return dict(vals)
 
 
-def _site_values(handle, keys, ids) -> dict:
+def _site_values(handle, keys, ids, past=None) -> dict:
+    """The sites ``keys`` on a plain forward of ``ids`` (the suffix after ``past``, if given)."""
+    kw = {"past_key_values": past, "use_cache": True} if past is not None else {}
     with torch.no_grad(), intervene(handle.sites, capture=keys) as acts:
-        handle.model(input_ids=ids, logits_to_keep=1)
+        handle.model(input_ids=ids, logits_to_keep=1, **kw)
     return dict(acts)
 
 
-def _gradient_products(handle, bases: list[Basis], batch, relp: bool, accs, ref: str, means):
+def _counterfactual_sites(handle, keys, batch, clean, cache, start: int) -> dict:
+    """Step 1's counterfactual forward. Before the pairs' first differing token x′ is x, so
+    its sites there are x's, and only the suffix runs, on the keys and values of x's own
+    whole-prompt forward (``cache``; :mod:`bench.model.prefix`): the same values bit for bit."""
+    if start == 0:
+        return _site_values(handle, keys, batch["cf_ids"])
+    past = PrefixCache.of(handle, cache, start).repeated(1)
+    suffix = _site_values(handle, keys, batch["cf_ids"][:, start:], past)  # [b, seq-start, w]
+    return {k: torch.cat([clean[k][:, :start], v], 1) for k, v in suffix.items()}
+
+
+def _gradient_products(
+    handle, bases: list[Basis], batch, relp: bool, accs, ref: str, means, reuse_prefix=True
+):
     """(u(x) − r(x)) · ∂m/∂u for every basis at once, summed over the batch, into ``accs``.
 
     One gradient forward captures every site a basis writes (and reads): ∂m/∂x at a site is
     shared by all bases there, and a dictionary's latents get it pulled back through their
     linear decoder, its error node gets it unchanged (the error enters the site additively).
     So neurons@mlp_out and sae@mlp_out cost one backward pass, not two. ``ref``: the reference
-    (``patch`` encodes the counterfactual prompts' sites; ``mean`` reads ``means``, per basis).
+    (``patch`` encodes the counterfactual prompts' sites, their shared prefix taken from the
+    clean forward unless ``reuse_prefix`` is false; ``mean`` reads ``means``, per basis).
     """
     n_layers = handle.sites.n_layers
     write = list(dict.fromkeys(b.site for b in bases))
     read = [s for s in dict.fromkeys(b.read_site for b in bases) if s not in write]
     grad_keys = [(s, layer) for s in write for layer in range(n_layers)]
     keys = grad_keys + [(s, layer) for s in read for layer in range(n_layers)]
+    reference = get_reference(ref)
+    start = 0
+    if reference.from_counterfactual and reuse_prefix:
+        start = shared_prefix(batch["clean_ids"], batch["cf_ids"])
     ctx = relp_replacement(handle.sites) if relp else contextlib.nullcontext()
     with ctx, intervene(handle.sites, capture=keys, grad=True) as acts:
-        m = metric(handle, batch["clean_ids"], batch["clean_answer_id"], batch["cf_answer_id"])
+        out = handle.model(input_ids=batch["clean_ids"], logits_to_keep=1, use_cache=start > 0)
+        m = logit_difference(out.logits[:, -1], batch["clean_answer_id"], batch["cf_answer_id"])
     clean = {k: v.detach() for k, v in acts.items()}
-    reference = get_reference(ref)
-    cf = _site_values(handle, keys, batch["cf_ids"]) if reference.from_counterfactual else None
+    cf = None
+    if reference.from_counterfactual:
+        cf = _counterfactual_sites(handle, keys, batch, clean, out.past_key_values, start)
     grads = torch.autograd.grad(m.sum(), [acts[k] for k in grad_keys], allow_unused=True)
     grad = dict(zip(grad_keys, grads, strict=True))
     with torch.no_grad():

@@ -50,17 +50,29 @@ class PrefixCache:
     """Step 2: keys and values of every layer for the first ``length`` positions of ``ids``."""
 
     def __init__(self, handle: ModelHandle, ids: torch.Tensor, length: int):  # ids [batch, seq]
-        self.handle = handle
-        self.length = length
         with torch.no_grad():
             out = handle.model(input_ids=ids, use_cache=True, logits_to_keep=1)
+        self._keep(handle, out.past_key_values, length)
         self.last_logits = out.logits[:, -1]  # [batch, vocab]: the plain model's, for m(M)
-        cache = out.past_key_values
+
+    @classmethod
+    def of(cls, handle: ModelHandle, cache: DynamicCache, length: int) -> PrefixCache:
+        """The first ``length`` positions of the cache a whole-prompt forward returned (with
+        ``use_cache=True``; a gradient forward's too: the values are detached)."""
+        self = cls.__new__(cls)
+        self._keep(handle, cache, length)
+        self.last_logits = None
+        return self
+
+    def _keep(self, handle: ModelHandle, cache: DynamicCache, length: int) -> None:
+        self.handle = handle
+        self.length = length
         # [batch, kv_heads, length, head_dim] per layer
         self.layers = [
-            (layer.keys[:, :, :length].clone(), layer.values[:, :, :length].clone())
+            (layer.keys[:, :, :length].detach().clone(),
+             layer.values[:, :, :length].detach().clone())
             for layer in cache.layers
-        ]
+        ]  # fmt: skip
 
     def repeated(self, times: int) -> DynamicCache:
         """Step 3: a new cache of the prefix repeated ``times`` (tile order, like

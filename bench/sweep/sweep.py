@@ -10,7 +10,9 @@ Steps of :func:`evaluate`:
    same way); C_k = the k best;
 3. m(M): the unablated model; m(∅): every ablatable node ablated;
 4. for each k of the shared grid, m(C_k) (nodes outside C_k ablated) and m(M∖C_k) (nodes in
-   C_k ablated), several masks per forward: the test batch is repeated once per mask; on the
+   C_k ablated), each distinct mask once (ablating every node, as the grid's last M∖C_k does,
+   is m(∅)'s mask; keeping every node is still run, so F(all) = 1 is measured), several masks
+   per forward: the test batch is repeated once per mask; on the
    CPU, chunks of masks run side by side, one thread each (:mod:`bench.model.replicas`). Where
    the ablation reference is the pair's own counterfactual (``patch``), no mask changes the
    positions before the first token where x and x′ differ, so they run once
@@ -58,6 +60,18 @@ def _keep(ranks: torch.Tensor, ks: torch.Tensor, faith: torch.Tensor) -> torch.T
     return torch.where(faith.view(shape), inside, ~inside)
 
 
+def _same_as(mask: tuple[int, bool], lo: int, hi: int) -> tuple[int, bool]:
+    """The first mask of the grid's form that keeps the same nodes as ``mask``, given the
+    lowest and highest rank ``lo``, ``hi`` of the nodes a mask can ablate: keeping none is
+    (0, True), keeping all is (hi + 1, True)."""
+    k, faith = mask
+    if k <= lo:
+        return (0, True) if faith else (hi + 1, True)
+    if k > hi:
+        return (hi + 1, True) if faith else (0, True)
+    return mask
+
+
 @dataclass
 class SweepMetrics:
     m_faith: np.ndarray  # [sizes, pairs]: m(C_k)
@@ -97,6 +111,8 @@ def evaluate(
     unit_ranks = ranks[:n_unit_nodes].view(n_layers, seq, n_units).to(handle.device)
     err_ranks = ranks[n_unit_nodes:].view(n_layers, seq).to(handle.device) if ablate_error else None
     args = (test["clean_answer_id"], test["cf_answer_id"])
+    ablatable = [unit_ranks] + ([err_ranks] if err_ranks is not None else [])
+    lo, hi = min(int(r.min()) for r in ablatable), max(int(r.max()) for r in ablatable)
 
     ids, prefix = test["clean_ids"], None  # [pairs, seq]
     start = shared_prefix(test["clean_ids"], test["cf_ids"]) if reuse_prefix else 0
@@ -114,7 +130,12 @@ def evaluate(
     masks = [(0, True)] + [(k, True) for k in sizes] + [(k, False) for k in sizes]
     if k_nonzero is not None:  # last, so the grid's masks batch exactly as without it
         masks.append((k_nonzero, True))
-    chunks = [masks[i : i + masks_per_forward] for i in range(0, len(masks), masks_per_forward)]
+    # One forward per distinct mask: e.g. ablating the whole grid's last C_k is m(∅)'s mask.
+    slot = {m: _same_as(m, lo, hi) for m in masks}
+    distinct = list(dict.fromkeys(slot.values()))
+    chunks = [
+        distinct[i : i + masks_per_forward] for i in range(0, len(distinct), masks_per_forward)
+    ]
 
     def run(h: ModelHandle, chunk: list[tuple[int, bool]]) -> torch.Tensor:  # [masks, pairs]
         ks = torch.tensor([k for k, _ in chunk], device=h.device)
@@ -128,14 +149,15 @@ def evaluate(
     workers = configure_workers() if workers is None else workers
     with tqdm(total=len(chunks), desc="sweep", disable=not progress) as bar:
         results = parallel_map(handle, run, chunks, workers, on_done=bar.update)
-    m = torch.cat(results).double().cpu().numpy()  # [1 + 2*sizes, pairs]
+    by_mask = dict(zip(distinct, torch.cat(results).double().cpu().numpy(), strict=True))
+    m = np.stack([by_mask[slot[mask]] for mask in masks])  # [1 + 2*sizes (+1), pairs]
     n = len(sizes)
     return SweepMetrics(
         m_faith=m[1 : 1 + n],
         m_comp=m[1 + n : 1 + 2 * n],
         m_full=m_full.double().cpu().numpy(),
         m_empty=m[0],
-        n_forwards=len(masks) + 2,  # + the unablated forward + the counterfactual forward
+        n_forwards=len(distinct) + 2,  # + the unablated forward + the counterfactual forward
         m_nonzero=m[1 + 2 * n] if k_nonzero is not None else None,
         k_nonzero=k_nonzero,
         prefix_reused=start,

@@ -46,6 +46,9 @@ def test_coding_only_the_differing_rows_changes_no_score(
         return real(basis, layer, read, cf_read, u, dec_u)
 
     monkeypatch.setattr(gradients, "_counterfactual_units", counted)
+    # every position coded (after a shared prefix nearly every row differs)
+    every_position = functools.partial(gradients._gradient_products, reuse_prefix=False)
+    monkeypatch.setattr(gradients, "_gradient_products", every_position)
     skipped = attribute_many(h, bases, train, method, batch_size=8)
     assert calls and min(calls) < 1.0  # some layer had rows it did not code
     monkeypatch.setattr(gradients, "_counterfactual_units", _every_row)

@@ -54,15 +54,14 @@ def _site_values(handle, keys, ids, past=None) -> dict:
     return dict(acts)
 
 
-def _counterfactual_sites(handle, keys, batch, clean, cache, start: int) -> dict:
-    """Step 1's counterfactual forward. Before the pairs' first differing token x′ is x, so
-    its sites there are x's, and only the suffix runs, on the keys and values of x's own
+def _counterfactual_sites(handle, keys, batch, cache, start: int) -> dict:
+    """Step 1's counterfactual forward, positions ``start`` on. Before the pairs' first
+    differing token x′ is x, so only the suffix runs, on the keys and values of x's own
     whole-prompt forward (``cache``; :mod:`bench.model.prefix`): the same values bit for bit."""
     if start == 0:
         return _site_values(handle, keys, batch["cf_ids"])
     past = PrefixCache.of(handle, cache, start).repeated(1)
-    suffix = _site_values(handle, keys, batch["cf_ids"][:, start:], past)  # [b, seq-start, w]
-    return {k: torch.cat([clean[k][:, :start], v], 1) for k, v in suffix.items()}
+    return _site_values(handle, keys, batch["cf_ids"][:, start:], past)  # [b, seq-start, w]
 
 
 def _gradient_products(
@@ -74,10 +73,13 @@ def _gradient_products(
     shared by all bases there, and a dictionary's latents get it pulled back through their
     linear decoder, its error node gets it unchanged (the error enters the site additively).
     So neurons@mlp_out and sae@mlp_out cost one backward pass, not two. ``ref``: the reference
-    (``patch`` encodes the counterfactual prompts' sites, their shared prefix taken from the
-    clean forward unless ``reuse_prefix`` is false; ``mean`` reads ``means``, per basis).
+    (``patch`` encodes the counterfactual prompts' sites; ``mean`` reads ``means``, per basis).
+
+    Under ``patch`` every node before the batch's first differing token equals its reference,
+    so its product is exactly 0: the counterfactual forward and step 2 run from that token on
+    (``reuse_prefix``; False runs every position, with the same scores bit for bit).
     """
-    n_layers = handle.sites.n_layers
+    n_layers, seq = handle.sites.n_layers, batch["clean_ids"].shape[1]
     write = list(dict.fromkeys(b.site for b in bases))
     read = [s for s in dict.fromkeys(b.read_site for b in bases) if s not in write]
     grad_keys = [(s, layer) for s in write for layer in range(n_layers)]
@@ -90,12 +92,14 @@ def _gradient_products(
     with ctx, intervene(handle.sites, capture=keys, grad=True) as acts:
         out = handle.model(input_ids=batch["clean_ids"], logits_to_keep=1, use_cache=start > 0)
         m = logit_difference(out.logits[:, -1], batch["clean_answer_id"], batch["cf_answer_id"])
-    clean = {k: v.detach() for k, v in acts.items()}
+    for site, layer in grad_keys:  # every position, though step 2 reads from ``start`` on
+        check_finite(acts[(site, layer)], f"{site} layer {layer}")
+    clean = {k: v.detach()[:, start:] for k, v in acts.items()}  # [batch, seq - start, width]
     cf = None
     if reference.from_counterfactual:
-        cf = _counterfactual_sites(handle, keys, batch, clean, out.past_key_values, start)
+        cf = _counterfactual_sites(handle, keys, batch, out.past_key_values, start)
     grads = torch.autograd.grad(m.sum(), [acts[k] for k in grad_keys], allow_unused=True)
-    grad = dict(zip(grad_keys, grads, strict=True))
+    grad = {k: None if g is None else g[:, start:] for k, g in zip(grad_keys, grads, strict=True)}
     with torch.no_grad():
         for i, (basis, (acc_u, acc_e)) in enumerate(zip(bases, accs, strict=True)):
             read_site = basis.read_site
@@ -104,7 +108,6 @@ def _gradient_products(
                 if g is None:
                     continue
                 x = clean[(basis.site, layer)]
-                check_finite(x, f"{basis.site} layer {layer}")
                 u = basis.encode(layer, clean[(read_site, layer)])
                 dec_u = basis.decode(layer, u) if basis.has_error else None
                 if reference.from_counterfactual:  # patch
@@ -117,10 +120,21 @@ def _gradient_products(
                 else:  # zero
                     u_r, e_r = torch.zeros_like(u), torch.zeros_like(x)
                 gu = basis.pullback(layer, g, u.shape[-1])
-                acc_u[layer] += ((u - u_r).float() * gu.float()).sum(0)
+                acc_u[layer] += _batch_sum((u - u_r).float() * gu.float(), start, seq)
                 if basis.has_error:
                     diff = (x - dec_u) - e_r
-                    acc_e[layer] += (diff.float() * g.float()).sum(-1).sum(0)
+                    acc_e[layer] += _batch_sum((diff.float() * g.float()).sum(-1), start, seq)
+
+
+def _batch_sum(products: torch.Tensor, start: int, seq: int) -> torch.Tensor:
+    """Products of positions ``start`` on summed over the batch, as the sum over the batch of
+    every position's, the positions before ``start`` being 0: the reduction keeps the shape of
+    the whole prompt, since torch sums a shorter tensor in another order.  # -> [seq, ...]"""
+    if start == 0:
+        return products.sum(0)
+    whole = products.new_zeros((products.shape[0], seq, *products.shape[2:]))
+    whole[:, start:] = products
+    return whole.sum(0)
 
 
 def _counterfactual_units(basis: Basis, layer: int, read, cf_read, u, dec_u):

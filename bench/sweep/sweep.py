@@ -78,7 +78,7 @@ class SweepMetrics:
     m_comp: np.ndarray  # [sizes, pairs]: m(M∖C_k)
     m_full: np.ndarray  # [pairs]
     m_empty: np.ndarray  # [pairs]
-    n_forwards: int  # forwards of the test batch this cost (one per mask)
+    n_forwards: int  # forwards of the test batch this cost (one per distinct mask)
     m_nonzero: np.ndarray | None = None  # [pairs]: m of the circuit of all non-zero scores
     k_nonzero: int | None = None  # how many nodes have a non-zero score
     prefix_reused: int = 0  # leading positions run once rather than once per mask (step 4)

@@ -321,8 +321,17 @@ def _build(handle, site, layers, cfg, corpus, entry, partial, on_batch, progress
         resumed_from = _fit(
             handle, cfg.basis, site, layers, cfg, train_windows, partial, on_batch, progress
         )
+        seconds = time.perf_counter() - start
         (final / "training.json").write_text(
-            json.dumps({"seconds": time.perf_counter() - start, "resumed_from": resumed_from})
+            json.dumps(
+                {
+                    "seconds": seconds,
+                    "resumed_from": resumed_from,
+                    # the SAE steps' float32 sums round by the thread count: with another count
+                    # the same config trains slightly different dictionaries (docs/METHOD.md)
+                    "threads": torch.get_num_threads(),
+                }
+            )
         )
         files = files_sha256(final, exclude=(DONE,))
         (final / DONE).write_text(json.dumps({"files": files}) + "\n")
@@ -343,7 +352,7 @@ def _build(handle, site, layers, cfg, corpus, entry, partial, on_batch, progress
         "samples": cfg.n_steps * cfg.batch_tokens,  # tokens seen, all epochs
         "steps": cfg.n_steps,
         "quality_seconds": time.perf_counter() - qstart,
-        "quality_threads": torch.get_num_threads(),  # training: 1 per thread, 2 threads
+        "quality_threads": torch.get_num_threads(),
     }
     manifest = {
         "model": handle.name,

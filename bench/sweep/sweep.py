@@ -12,11 +12,11 @@ Steps of :func:`evaluate`:
 4. for each k of the shared grid, m(C_k) (nodes outside C_k ablated) and m(M∖C_k) (nodes in
    C_k ablated), each distinct mask once (ablating every node, as the grid's last M∖C_k does,
    is m(∅)'s mask; keeping every node is still run, so F(all) = 1 is measured), several masks
-   per forward: the test batch is repeated once per mask; on the
-   CPU, chunks of masks run side by side, one thread each (:mod:`bench.model.replicas`). Where
-   the ablation reference is the pair's own counterfactual (``patch``), no mask changes the
-   positions before the first token where x and x′ differ, so they run once
-   (:mod:`bench.model.prefix`) and each mask runs the suffix only (``reuse_prefix``);
+   per forward: the test batch is repeated once per mask; on the CPU, chunks of masks run
+   side by side, one thread each (:mod:`bench.model.replicas`). Where the ablation reference
+   is the pair's own counterfactual (``patch``), no mask changes the positions before the
+   first token where x and x′ differ, so they run once (:mod:`bench.model.prefix`) and each
+   mask runs the suffix only (``reuse_prefix``);
 5. the consistency check: m of the circuit holding every node with a non-zero score (≈ m(M)
    under a matched protocol, since every zero-scored node then sits at its reference or
    cannot reach the metric).

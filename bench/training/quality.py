@@ -183,8 +183,7 @@ def ce_loss(
     for layer, (_, ce_zero) in zip(layers, per_layer, strict=True):
         if ce_zero is not None:
             base["zero"][layer] = ce_zero
-    fresh = bool(missing)
-    if fresh:
+    if missing:
         with atomic_path(path, kind="file") as tmp:
             tmp.write_text(json.dumps(base))
     return base["clean"], spliced, [base["zero"][layer] for layer in layers]

@@ -321,11 +321,10 @@ def _build(handle, site, layers, cfg, corpus, entry, partial, on_batch, progress
         resumed_from = _fit(
             handle, cfg.basis, site, layers, cfg, train_windows, partial, on_batch, progress
         )
-        seconds = time.perf_counter() - start
         (final / "training.json").write_text(
             json.dumps(
                 {
-                    "seconds": seconds,
+                    "seconds": time.perf_counter() - start,
                     "resumed_from": resumed_from,
                     # the SAE steps' float32 sums round by the thread count: with another count
                     # the same config trains slightly different dictionaries (docs/METHOD.md)

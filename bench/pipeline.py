@@ -47,6 +47,7 @@ from bench.results.result import SweepResult
 from bench.stages import Measured, Prepared
 from bench.sweep import scores
 from bench.sweep.composition import composition
+from bench.sweep.inputs import SweepInputs
 from bench.sweep.references import get_reference
 from bench.sweep.sweep import SweepMetrics, evaluate, node_ranks
 from bench.training import local as _local_source  # noqa: F401 (registers dictionary="local")
@@ -95,27 +96,32 @@ def measure(
     progress: bool = False,
     cache: bool = False,
     joint: JointAttribution | None = None,
+    inputs: SweepInputs | None = None,
 ) -> Measured:
     """Steps 3-4: attribution on the train split, the size sweep on the test split.
 
     ``joint``: the :class:`~bench.attribution.joint.JointAttribution` of ``prep``'s group (a
-    suite builds
-    one per group); ``atp``/``relp`` then attribute every basis of the group in the first
-    member's pass and hold the others' scores in memory. Without it, ``prep`` alone."""
+    suite builds one per group); ``atp``/``relp`` then attribute every basis of the group in
+    the first member's pass and hold the others' scores in memory. Without it, ``prep`` alone.
+    ``inputs``: the :class:`~bench.sweep.inputs.SweepInputs` of ``prep``'s test split (a suite
+    keeps one per dataset); without it, made for this cell."""
     torch.manual_seed(prep.cell.seed)
     stage = joint if joint is not None else JointAttribution([prep])
     sc, t_attr, cached, joint_bases = stage.scores(prep, progress, cache)
     start = time.perf_counter()
-    sm, grid, n_nodes = sweep(prep, sc, progress)
+    sm, grid, n_nodes = sweep(prep, sc, progress, inputs)
     t_sweep = time.perf_counter() - start
     extra = {"attribution_joint_bases": joint_bases} if len(joint_bases) > 1 else {}
     return Measured(sc, sm, grid, n_nodes, t_attr, t_sweep, cached, extra)
 
 
-def sweep(prep: Prepared, sc, progress: bool = False) -> tuple[SweepMetrics, list[int], int]:
+def sweep(
+    prep: Prepared, sc, progress: bool = False, inputs: SweepInputs | None = None
+) -> tuple[SweepMetrics, list[int], int]:
     """Step 4 alone: rank the nodes of the scores ``sc`` and evaluate the size grid on the test
     split (the shared prefix run once where the protocol's reference allows it and
-    ``prep.settings.reuse_prefix`` asks for it). (metrics, grid, number of nodes)."""
+    ``prep.settings.reuse_prefix`` asks for it; ``inputs``: what the split's cells share,
+    :func:`measure`). (metrics, grid, number of nodes)."""
     c = prep.cell
     ablate_error = prep.basis.has_error and c.error_mode == "ablate"
     flat = sc.flat(include_error=ablate_error)
@@ -124,12 +130,14 @@ def sweep(prep: Prepared, sc, progress: bool = False) -> tuple[SweepMetrics, lis
     if grid[0] < 1 or grid[-1] > n_nodes:
         raise ValueError(f"sizes must lie in 1..{n_nodes} (the number of nodes), got {grid}")
     reference = get_reference(get_protocol(c.ablation).ablation_reference)
-    values = reference.ablation(prep.handle, prep.basis, prep.test)
-    n_nonzero = int((flat != 0).sum())
+    inputs = inputs if inputs is not None else SweepInputs(prep.handle, prep.test)
+    values = inputs.ablation(prep.basis, reference)
     reuse_prefix = prep.settings.reuse_prefix and reference.fixes_shared_prefix
+    n_nonzero = int((flat != 0).sum())
     sm = evaluate(
         prep.handle, prep.basis, prep.test, node_ranks(flat), grid, values, ablate_error,
-        prep.settings.masks_per_forward, progress, k_nonzero=n_nonzero, reuse_prefix=reuse_prefix,
+        prep.settings.masks_per_forward, progress, k_nonzero=n_nonzero,
+        prefix=inputs.prefix() if reuse_prefix else None,
     )  # fmt: skip
     check_finite_metrics(sm, f"on the test split of {prep.ds.task!r}")  # before any result
     return sm, grid, n_nodes

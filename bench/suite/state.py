@@ -1,9 +1,11 @@
-"""Per-process suite state: one :class:`Suite` per process holds the handles, datasets, bases
-and joint-attribution stages its cells share, and runs a cell (:meth:`Suite.run_cell`):
+"""Per-process suite state: one :class:`Suite` per process holds the handles, datasets, bases,
+joint-attribution stages and sweep inputs its cells share, and runs a cell
+(:meth:`Suite.run_cell`):
 
 1. set-up, untimed: model, dataset, basis (a local SAE trains here on first use), token ids,
-   and the cell's joint-attribution group (:class:`bench.attribution.joint.JointAttribution`,
-   built from every selected cell of the group on its first cell);
+   the cell's joint-attribution group (:class:`bench.attribution.joint.JointAttribution`,
+   built from every selected cell of the group on its first cell) and its dataset's
+   :class:`bench.sweep.inputs.SweepInputs` (computed by the first cell that needs them);
 2. the timed body: attribution + sweep (:func:`bench.pipeline.measure`), timed by
    pytest-benchmark where it runs, else by the SweepResult's own timings;
 3. bare-torch timings (once per dataset and process), the paired k ratio of a dictionary cell
@@ -69,6 +71,7 @@ class Suite:
     results: list = field(default_factory=list)  # every cell's SweepResult, for the verdict
     written: list = field(default_factory=list)  # (cell index, result file) of this process
     joints: dict = field(default_factory=dict)  # joint group -> its JointAttribution
+    sweep_inputs: dict = field(default_factory=dict)  # the last dataset's SweepInputs only
     checks: list = field(default_factory=list)
     updated: list = field(default_factory=list)
 
@@ -138,7 +141,8 @@ class Suite:
 
         def setup():  # untimed: bases (SAEs load or train here), token ids, the joint group
             prepared.append(prepare(handle, ds, cell, self.basis(cell)))
-            return (prepared[-1],), {"cache": True, "joint": self.joint(cell)}
+            inputs = self.inputs(cell, prepared[-1])
+            return (prepared[-1],), {"cache": True, "joint": self.joint(cell), "inputs": inputs}
 
         measured = (timed or _untimed)(measure, setup)
         prep = prepared[-1]
@@ -152,6 +156,17 @@ class Suite:
         return finish(
             prep, measured, bare_torch=self.bare_torch(prep), ratio_denominator=denominator
         )
+
+    def inputs(self, cell: Cell, prep):
+        """The SweepInputs of ``cell``'s test split, shared by the cells of its dataset; only
+        the last dataset's are kept (a run's cells come dataset by dataset)."""
+        from bench.sweep.inputs import SweepInputs
+
+        key = (cell.model, cell.task, cell.n_train, cell.n_test)
+        if key not in self.sweep_inputs:
+            self.sweep_inputs.clear()
+            self.sweep_inputs[key] = SweepInputs(prep.handle, prep.test)
+        return self.sweep_inputs[key]
 
     def bare_torch(self, prep) -> dict[str, float]:
         """Bare-torch seconds on this dataset's batches, measured once per dataset and process."""

@@ -72,6 +72,14 @@ def _same_as(mask: tuple[int, bool], lo: int, hi: int) -> tuple[int, bool]:
     return mask
 
 
+def clean_prefix(handle: ModelHandle, test: dict[str, torch.Tensor]) -> PrefixCache | None:
+    """Step 4's shared prefix of the test split's clean prompts, run once (None when the
+    prompts share none): keys and values of the positions before the first differing token,
+    and the whole-prompt forward's logits, which give m(M)."""
+    start = shared_prefix(test["clean_ids"], test["cf_ids"])
+    return PrefixCache(handle, test["clean_ids"], start) if start > 0 else None
+
+
 @dataclass
 class SweepMetrics:
     m_faith: np.ndarray  # [sizes, pairs]: m(C_k)
@@ -97,6 +105,7 @@ def evaluate(
     k_nonzero: int | None = None,
     reuse_prefix: bool = False,
     workers: int | None = None,
+    prefix: PrefixCache | None = None,
 ) -> SweepMetrics:
     """Steps 3-5: per-pair metrics of the full model, the empty circuit, every C_k and (with
     ``k_nonzero``, the number of nodes with a non-zero score) the consistency circuit.
@@ -104,6 +113,8 @@ def evaluate(
     ``reuse_prefix``: the caller's promise that every node before the pairs' first differing
     token equals its ablation value (true of ``patch``, false of ``mean`` and ``zero``); the
     shared prefix then runs once and each mask only the suffix. The metrics are the same.
+    ``prefix``: that prefix already run (:func:`clean_prefix` of ``test``; the same promise),
+    so cells on one test split run it once.
     ``workers``: mask chunks run side by side on the CPU (:mod:`bench.model.replicas`; default
     the process's choice, :func:`bench.model.load.configure_workers`); the same metrics."""
     n_layers, seq, n_units = handle.sites.n_layers, test["clean_ids"].shape[1], basis.n_units()
@@ -114,11 +125,12 @@ def evaluate(
     ablatable = [unit_ranks] + ([err_ranks] if err_ranks is not None else [])
     lo, hi = min(int(r.min()) for r in ablatable), max(int(r.max()) for r in ablatable)
 
-    ids, prefix = test["clean_ids"], None  # [pairs, seq]
-    start = shared_prefix(test["clean_ids"], test["cf_ids"]) if reuse_prefix else 0
-    if start > 0:  # masks and values from the first position that can differ
-        prefix = PrefixCache(handle, ids, start)  # its whole-prompt forward also gives m(M)
-        m_full = logit_difference(prefix.last_logits, *args)
+    ids, start = test["clean_ids"], 0  # [pairs, seq]
+    if prefix is None and reuse_prefix:
+        prefix = clean_prefix(handle, test)
+    if prefix is not None:  # masks and values from the first position that can differ
+        start = prefix.length
+        m_full = logit_difference(prefix.last_logits, *args)  # its whole-prompt forward's m(M)
         ids, unit_ranks = ids[:, start:], unit_ranks[:, start:]
         err_ranks = err_ranks[:, start:] if err_ranks is not None else None
         values = values.from_position(start)

@@ -137,7 +137,7 @@ def sweep(
     sm = evaluate(
         prep.handle, prep.basis, prep.test, node_ranks(flat), grid, values, ablate_error,
         prep.settings.masks_per_forward, progress, k_nonzero=n_nonzero,
-        prefix=inputs.prefix() if reuse_prefix else None,
+        prefix=inputs.prefix if reuse_prefix else None,
     )  # fmt: skip
     check_finite_metrics(sm, f"on the test split of {prep.ds.task!r}")  # before any result
     return sm, grid, n_nodes

@@ -17,7 +17,7 @@ bit; the first cell's sweep time includes them, later cells' does not.
 
 from __future__ import annotations
 
-import logging
+import functools
 from typing import TYPE_CHECKING
 
 import torch
@@ -31,8 +31,6 @@ if TYPE_CHECKING:
     from bench.bases import Basis
     from bench.model.handle import ModelHandle
 
-log = logging.getLogger(__name__)
-
 
 class SweepInputs:
     """Steps 1-2 of the module docstring for the test split ``test`` (clean_ids/cf_ids
@@ -40,15 +38,12 @@ class SweepInputs:
 
     def __init__(self, handle: ModelHandle, test: dict[str, torch.Tensor]):
         self.handle, self.test = handle, test
-        self._prefix: PrefixCache | None = None
-        self._prefix_run = False
         self._values: dict[tuple, tuple[Basis, AblationValues]] = {}
 
+    @functools.cached_property
     def prefix(self) -> PrefixCache | None:
         """Step 1: the clean prompts' shared prefix; None when they share none."""
-        if not self._prefix_run:
-            self._prefix, self._prefix_run = clean_prefix(self.handle, self.test), True
-        return self._prefix
+        return clean_prefix(self.handle, self.test)
 
     def ablation(self, basis: Basis, reference: Reference) -> AblationValues:
         """Step 2 for ``basis`` (every position of the prompts)."""

@@ -300,7 +300,7 @@ def test_the_training_bar_is_one_short_line_and_the_losses_go_to_the_log(
     monkeypatch.setenv("SPARSEBENCH_CACHE", str(tmp_path / "c"))
     monkeypatch.setenv("TQDM_MININTERVAL", "0")  # draw every update, so the last one is seen
     cfg = dataclasses.replace(TINY, batch_tokens=8, n_tokens=512, epochs=2)  # 128 steps
-    with caplog.at_level(logging.INFO, logger="bench.training.trainer"):
+    with caplog.at_level(logging.INFO, logger="bench.training.train"):
         training.train_local(h, "mlp_out", None, cfg, tiny_corpus(), progress=True)
     bars = [line for line in capsys.readouterr().err.replace("\r", "\n").splitlines()
             if "training saes" in line]  # fmt: skip

@@ -19,7 +19,8 @@ from typing import Any
 import torch
 
 from bench.core.cache import atomic_path, cache_lock, files_sha256
-from bench.training.activations import batches, collect, mean_and_scale
+from bench.training import shards
+from bench.training.activations import collect, mean_and_scale
 from bench.training.config import (
     CLI_NAMES,
     DEFAULT_CONFIG,
@@ -39,7 +40,7 @@ from bench.training.entries import (
     model_key,
     sae_lens_version,
 )
-from bench.training.transcoder import new_transcoder, save_transcoder
+from bench.training.steps import READ_SITE, layer_specs, train_layers
 
 __all__ = [  # re-exported: what callers and tests use through this module
     "CLI_NAMES",
@@ -56,69 +57,8 @@ __all__ = [  # re-exported: what callers and tests use through this module
 
 log = logging.getLogger(__name__)
 
-READ_SITE = {"transcoder": "mlp_in"}  # the site a basis's dictionary reads, where not its own
-
 
 # -- steps 3-5: training with resumable checkpoints -------------------------------------------
-
-
-def _metadata(handle, site: str, layer: int, cfg: TrainConfig, basis: str):
-    from sae_lens.saes.sae import SAEMetadata
-
-    meta = {"hook_name_out": handle.sites.hook_name(site, layer)} if basis == "transcoder" else {}
-    return SAEMetadata(
-        model_name=handle.name,
-        hook_name=handle.sites.hook_name(READ_SITE.get(basis, site), layer),
-        context_size=cfg.ctx,
-        prepend_bos=bool(handle.tokenizer("").input_ids),
-        sparsebench_site=site,
-        sparsebench_layer=layer,
-        **meta,
-    )
-
-
-def _new_dictionary(handle, site: str, layer: int, cfg: TrainConfig, basis: str):
-    """Step 3: one sae-lens training module (TopK SAE, or TopK transcoder for ``basis``)."""
-    from sae_lens import TopKTrainingSAE, TopKTrainingSAEConfig
-
-    meta = _metadata(handle, site, layer, cfg, basis)
-    d_in = handle.sites.width(READ_SITE.get(basis, site))
-    if basis == "transcoder":
-        d_out, device = handle.sites.width(site), str(handle.device)
-        return new_transcoder(d_in, d_out, cfg.width, cfg.k, device, meta)
-    sae_cfg = TopKTrainingSAEConfig(
-        d_in=d_in, d_sae=cfg.width, k=cfg.k, dtype="float32", device=str(handle.device),
-        normalize_activations="none", metadata=meta,
-    )  # fmt: skip
-    return TopKTrainingSAE(sae_cfg)
-
-
-def _latest_checkpoint(partial: Path) -> Path | None:
-    done = [p.parent for p in (partial / "checkpoints").glob(f"*/{DONE}")]
-    return max(done, key=lambda p: int(p.name)) if done else None
-
-
-def _trainer_config(handle, cfg: TrainConfig, partial: Path):
-    from sae_lens.config import LoggingConfig, SAETrainerConfig
-
-    steps = cfg.n_steps
-    return SAETrainerConfig(
-        total_training_samples=steps * cfg.batch_tokens,
-        train_batch_size_samples=cfg.batch_tokens,
-        lr=cfg.lr,
-        lr_end=cfg.lr * cfg.lr_end_frac,
-        lr_warm_up_steps=int(cfg.warmup_frac * steps),
-        lr_decay_steps=int(cfg.decay_frac * steps),
-        device=str(handle.device),
-        autocast=cfg.autocast,
-        dead_feature_window=max(1, cfg.dead_tokens // cfg.batch_tokens),
-        feature_sampling_window=max(1, steps),
-        n_checkpoints=cfg.n_checkpoints,
-        checkpoint_path=str(partial / "checkpoints"),
-        save_final_checkpoint=False,
-        logger=LoggingConfig(log_to_wandb=False),
-        n_batches_for_norm_estimate=1,
-    )
 
 
 def _layer_groups(handle, basis: str, site: str, layers: list[int], cfg: TrainConfig):
@@ -147,72 +87,35 @@ def _scale(buffers) -> dict[str, dict[str, Any]]:
     return out
 
 
-@torch.no_grad()
-def _fold(module, s_in: float, s_out: float) -> None:
-    """Undo the training scale in the weights: encode reads x, decode writes x (step 5)."""
-    module.W_enc.mul_(s_in)
-    module.W_dec.div_(s_out)
-    module.b_dec.div_(s_out)
-
-
-def _fit_group(handle, fwd_model, basis, site, group, cfg, windows, partial: Path, on_batch,
-               progress):  # fmt: skip
+def _fit_group(handle, fwd_model, basis, site, group, cfg, windows, partial: Path, final: Path,
+               on_batch, progress):  # fmt: skip
     """Steps 4-5 for one group of layers: collect (one forward per token, on ``fwd_model``),
-    train (resuming from the last complete checkpoint), fold; ``({hook: trained module},
-    resumed-from samples or None)``."""
-    from bench.training.trainer import one_bar_trainer
-
+    then train, fold and save to ``final`` (:func:`bench.training.steps.train_layers`; in child
+    processes on a busy machine, :mod:`bench.training.shards`), resuming from the last complete
+    checkpoint; (the samples a resumed run started from, or None; the processes that trained)."""
     buffers = collect(
         fwd_model, READ_SITE.get(basis, site), site, group, windows, cfg.skip_first,
         cfg.windows_per_forward, progress,
     )  # fmt: skip
     scales = _scale(buffers)
-
-    def mark_done(checkpoint_path: Path | None) -> None:
-        if checkpoint_path is None:
-            return
-        (checkpoint_path / DONE).write_text("complete\n")
-        for old in (partial / "checkpoints").iterdir():
-            if old != checkpoint_path:
-                shutil.rmtree(old, ignore_errors=True)
-
-    def new_trainer():
-        saes = {}
-        for layer in group:  # seeded per layer: the same weights whichever group a layer is in
-            torch.manual_seed(cfg.seed * 1_000_003 + layer)
-            sae = _new_dictionary(handle, site, layer, cfg, basis)
-            hook = handle.sites.hook_name(site, layer)
-            with torch.no_grad():
-                sae.b_dec.copy_(scales[hook]["mean"])  # start at the (scaled) mean output
-            saes[hook] = sae
-        span = list(range(group[0], group[-1] + 1)) == list(group)
-        layers = f"layers {group[0]}-{group[-1]}" if span else f"{len(group)} layers"
-        return one_bar_trainer(
-            _trainer_config(handle, cfg, partial), saes, {h: h for h in saes}, iter(()),
-            save_checkpoint_fn=mark_done, label=f"training {basis}s, {layers}", progress=progress,
-        )  # fmt: skip
-
-    trainer, start = new_trainer(), 0
-    resume = _latest_checkpoint(partial)
-    if resume is not None:
-        log.info("resuming local dictionary training from %s", resume)
-        try:
-            trainer.load_checkpoint(resume)
-        except Exception as err:  # a damaged checkpoint: start over rather than fail every run
-            log.warning("checkpoint %s is unreadable (%s); training from the start", resume, err)
-            shutil.rmtree(partial / "checkpoints", ignore_errors=True)
-            trainer, resume = new_trainer(), None  # the collected activations are kept
-    if resume is not None:
-        start = trainer.n_training_samples // cfg.batch_tokens
-        for t in (trainer, *trainer.trainers.values()):
-            t.checkpoint_thresholds = [
-                c for c in t.checkpoint_thresholds if c >= trainer.n_training_samples
-            ]
-    trainer.data_provider = batches(buffers, cfg.batch_tokens, cfg.seed, start, on_batch)
-    trained = trainer.fit()
-    for hook, sae in trained.items():
-        _fold(sae, scales[hook]["s_in"], scales[hook]["s_out"])
-    return trained, (None if resume is None else int(resume.name))
+    specs = layer_specs(handle, basis, site, group, cfg)
+    span = list(range(group[0], group[-1] + 1)) == list(group)
+    layers = f"layers {group[0]}-{group[-1]}" if span else f"{len(group)} layers"
+    label = f"training {basis}s, {layers}"
+    device = str(handle.device)
+    n_shards = shards.shard_count(len(group), device, watched=on_batch is not None)
+    if n_shards > 1:
+        resumed, losses = shards.train_in_shards(
+            specs, cfg, device, buffers, scales, partial, final, n_shards, label, progress
+        )
+    else:
+        resumed, losses = train_layers(
+            specs, cfg, device, buffers, scales, partial, final, label, progress, on_batch
+        )
+    if losses:
+        log.info("%s: last loss per dictionary: %s", label,
+                 ", ".join(f"{hook} {loss:.4f}" for hook, loss in losses.items()))  # fmt: skip
+    return resumed, n_shards
 
 
 def _training_windows(windows: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
@@ -244,10 +147,11 @@ def forward_copy(model, dtype: torch.dtype):
 def _fit(handle, basis, site, layers, cfg: TrainConfig, train_windows, partial: Path, on_batch,
          progress):  # fmt: skip
     """Steps 3-5 for every layer group; trained groups are saved to ``partial/final`` as they
-    finish, so an interrupted run redoes only the group it was in."""
+    finish, so an interrupted run redoes only the group it was in; (the samples a resumed run
+    started from, or None; the most processes a group trained in)."""
     windows = _training_windows(train_windows, cfg)
     final = partial / "final"
-    resumed_from = None
+    resumed_from, processes = None, 1
     fwd_model = handle.model  # the forwards' model: one bf16 copy (by default) for every group
     if getattr(torch, cfg.forward_dtype) != handle.dtype:
         fwd_model = forward_copy(handle.model, getattr(torch, cfg.forward_dtype))
@@ -256,19 +160,15 @@ def _fit(handle, basis, site, layers, cfg: TrainConfig, train_windows, partial: 
         if marker.exists():
             continue
         gpartial = partial / f"group-{i}"
-        trained, resumed = _fit_group(
-            handle, fwd_model, basis, site, group, cfg, windows, gpartial, on_batch, progress
-        )
+        resumed, n = _fit_group(
+            handle, fwd_model, basis, site, group, cfg, windows, gpartial, final, on_batch,
+            progress,
+        )  # fmt: skip
         resumed_from = resumed_from if resumed is None else resumed
-        for hook, sae in trained.items():
-            shutil.rmtree(final / hook, ignore_errors=True)
-            if basis == "transcoder":
-                save_transcoder(sae, final / hook)
-            else:
-                sae.save_inference_model(final / hook)
+        processes = max(processes, n)
         marker.write_text("complete\n")
         shutil.rmtree(gpartial, ignore_errors=True)
-    return resumed_from
+    return resumed_from, processes
 
 
 def train_local(
@@ -318,7 +218,7 @@ def _build(handle, site, layers, cfg, corpus, entry, partial, on_batch, progress
         log.warning("trained SAEs in %s are corrupt (%s); training again", final, problem)
         shutil.rmtree(final)
     if not (final / DONE).exists():
-        resumed_from = _fit(
+        resumed_from, processes = _fit(
             handle, cfg.basis, site, layers, cfg, train_windows, partial, on_batch, progress
         )
         (final / "training.json").write_text(
@@ -329,6 +229,8 @@ def _build(handle, site, layers, cfg, corpus, entry, partial, on_batch, progress
                     # the SAE steps' float32 sums round by the thread count: with another count
                     # the same config trains slightly different dictionaries (docs/METHOD.md)
                     "threads": torch.get_num_threads(),
+                    # one thread each, on a busy machine: the same weights (bench.training.shards)
+                    "processes": processes,
                 }
             )
         )

@@ -3,15 +3,13 @@
 sae-lens writes every SAE's loss into its bar's description, so training 30 layers at once
 gives one line the width of several screens. Here the bar says what is trained, counts
 training tokens at every step (tqdm adds tokens/s and the ETA) and shows only the mean loss;
-each layer's last loss goes to the log once training ends. Training itself is sae-lens's, unchanged.
+each layer's last loss is kept for the log once training ends. Training itself is sae-lens's,
+unchanged.
 """
 
 from __future__ import annotations
 
-import logging
 from functools import cache
-
-log = logging.getLogger(__name__)
 
 BAR_EVERY = 1  # steps between bar updates (sae-lens's is 100: one update in a 128-step run)
 
@@ -28,6 +26,8 @@ def _trainer_class():
         show_bar = True
         last_losses: dict[str, float]
 
+        on_step = None  # called with each step's training samples (a parent's progress bar)
+
         def _update_pbar(self, step_outputs, pbar, update_interval: int = BAR_EVERY) -> None:
             if self.n_training_steps % update_interval:
                 return
@@ -35,6 +35,8 @@ def _trainer_class():
             mean = sum(self.last_losses.values()) / max(1, len(self.last_losses))
             pbar.set_postfix_str(f"mean loss {mean:.4f}", refresh=False)
             pbar.update(update_interval * self.cfg.train_batch_size_samples)
+            if self.on_step is not None:
+                self.on_step(update_interval * self.cfg.train_batch_size_samples)
 
         def fit(self):
             self.last_losses = {}
@@ -43,24 +45,19 @@ def _trainer_class():
             settings = {"desc": self.label, "unit": "tok", "disable": not self.show_bar}
             multi_sae_trainer.tqdm = lambda *a, **k: base(*a, **{**k, **settings})
             try:
-                trained = super().fit()
+                return super().fit()
             finally:
                 multi_sae_trainer.tqdm = base
-            if self.last_losses:
-                log.info(
-                    "%s: last loss per dictionary: %s",
-                    self.label,
-                    ", ".join(f"{name} {loss:.4f}" for name, loss in self.last_losses.items()),
-                )
-            return trained
 
     return OneBarTrainer
 
 
-def one_bar_trainer(*args, label: str, progress: bool = True, **kwargs):
+def one_bar_trainer(*args, label: str, progress: bool = True, on_step=None, **kwargs):
     """A ``MultiSAETrainer(*args, **kwargs)`` whose bar reads ``label``, the token count, the
-    rate, the ETA and the mean loss (no bar when ``progress`` is false)."""
+    rate, the ETA and the mean loss (no bar when ``progress`` is false); ``on_step(samples)``
+    after each step; each layer's last loss in ``trainer.last_losses`` after ``fit()``."""
     trainer = _trainer_class()(*args, **kwargs)
     trainer.label = label
     trainer.show_bar = progress
+    trainer.on_step = on_step
     return trainer

@@ -1,0 +1,71 @@
+"""SAE steps in child processes on a busy machine (bench.training.shards): the same weights bit
+for bit as one one-thread trainer, one bar, a failing child reported with its log."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+from _tiny_data import tiny_handle
+from test_training import TINY, _weights, tiny_corpus
+
+from bench.training import shards
+from bench.training import train as training
+from bench.training.steps import LayerSpec
+
+# bf16 autocast and the TopK auxiliary loss on: what two trainers in one process got wrong
+BUSY = dataclasses.replace(TINY, autocast=True, forward_dtype="bfloat16", dead_tokens=256)
+
+
+@pytest.fixture
+def one_thread():
+    """This process on one torch thread, as on a busy machine (the children always are)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_shards_train_bit_for_bit_what_one_one_thread_trainer_does(
+    tmp_path, monkeypatch, capsys, one_thread
+):
+    h = tiny_handle("llama")
+    monkeypatch.setenv("SPARSEBENCH_CACHE", str(tmp_path / "one"))
+    one = training.train_local(h, "mlp_out", None, BUSY, tiny_corpus(), progress=False)
+
+    monkeypatch.setenv("SPARSEBENCH_CACHE", str(tmp_path / "two"))
+    monkeypatch.setenv("TQDM_MININTERVAL", "0")
+    monkeypatch.setattr(shards, "shard_count", lambda n_layers, device, watched: 2)
+    two = training.train_local(h, "mlp_out", None, BUSY, tiny_corpus(), progress=True)
+
+    a, b = _weights(one), _weights(two)
+    assert a.keys() == b.keys() == {"blocks.0.hook_mlp_out", "blocks.1.hook_mlp_out"}
+    for hook in a:
+        assert a[hook].keys() == b[hook].keys()
+        for name in a[hook]:
+            assert torch.equal(a[hook][name], b[hook][name]), (hook, name)
+    trained = [json.loads((e / "quality.json").read_text())["training"] for e in (one, two)]
+    assert [t["processes"] for t in trained] == [1, 2]
+    bars = [line for line in capsys.readouterr().err.replace("\r", "\n").splitlines()
+            if "training saes" in line]  # fmt: skip
+    assert bars, "no training bar was drawn"
+    assert all(line.startswith("training saes, layers 0-1 (2 processes):") for line in bars)
+    assert any("100%" in line for line in bars)
+
+
+def test_a_failing_shard_stops_the_training_and_shows_its_log(tmp_path):
+    n, width = 256, 8
+    specs = [LayerSpec(layer, f"blocks.{layer}.hook_mlp_out", width + 1, width + 1)
+             for layer in (0, 1)]  # fmt: skip  # wider than the rows: the child's steps fail
+    buffers = {s.hook: (torch.randn(n, width).bfloat16(), None) for s in specs}
+    scales = {s.hook: {"s_in": 1.0, "s_out": 1.0, "mean": torch.zeros(width)} for s in specs}
+    cfg = dataclasses.replace(BUSY, n_tokens=n, batch_tokens=128)
+    with pytest.raises(RuntimeError) as err:
+        shards.train_in_shards(specs, cfg, "cpu", buffers, scales, tmp_path / "partial",
+                               tmp_path / "final", 2, "training saes", progress=False)  # fmt: skip
+    message = str(err.value)
+    assert "the process training layers-" in message and "run again to resume" in message
+    assert "Error" in message  # the end of the child's log: its traceback
+    assert not (tmp_path / "final").exists()

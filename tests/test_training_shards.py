@@ -69,3 +69,50 @@ def test_a_failing_shard_stops_the_training_and_shows_its_log(tmp_path):
     assert "the process training layers-" in message and "run again to resume" in message
     assert "Error" in message  # the end of the child's log: its traceback
     assert not (tmp_path / "final").exists()
+
+
+def _random_layers(n: int = 256, width: int = 8):
+    hooks = {layer: f"blocks.{layer}.hook_mlp_out" for layer in (0, 1)}
+    specs = [LayerSpec(i, h, width, width, {"hook_name": h}) for i, h in hooks.items()]
+    g = torch.Generator().manual_seed(0)
+    buffers = {s.hook: (torch.randn(n, width, generator=g).bfloat16(), None) for s in specs}
+    scales = {s.hook: {"s_in": 1.0, "s_out": 1.0, "mean": torch.zeros(width)} for s in specs}
+    cfg = dataclasses.replace(BUSY, width=16, k=2, n_tokens=n, batch_tokens=128)
+    return specs, buffers, scales, cfg
+
+
+def test_a_shard_that_finished_before_an_interruption_is_not_trained_again(tmp_path):
+    partial, final = tmp_path / "partial", tmp_path / "final"
+    specs, buffers, scales, cfg = _random_layers()
+    args = (specs, cfg, "cpu", buffers, scales, partial, final, 2, "training saes")
+    resumed, losses = shards.train_in_shards(*args, progress=False)
+    assert resumed is None and list(losses) == [s.hook for s in specs]
+    assert not buffers  # the children hold the rows: this process drops its own
+    weights = [final / s.hook / "sae_weights.safetensors" for s in specs]
+    stamps = [w.stat().st_mtime_ns for w in weights]
+    (partial / "layers-1-1.done").unlink()  # as if interrupted before layer 1's shard ended
+
+    specs, buffers, scales, cfg = _random_layers()
+    args = (specs, cfg, "cpu", buffers, scales, partial, final, 2, "training saes")
+    _, losses = shards.train_in_shards(*args, progress=False)
+    assert list(losses) == [specs[1].hook]  # only the unfinished shard ran
+    assert weights[0].stat().st_mtime_ns == stamps[0]
+    assert weights[1].stat().st_mtime_ns != stamps[1]
+
+
+def test_rows_that_cannot_be_written_train_in_this_process(
+    tmp_path, monkeypatch, caplog, one_thread
+):
+    import logging
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    h = tiny_handle("llama")
+    monkeypatch.setenv("SPARSEBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(shards, "shard_count", lambda n_layers, device, watched: 2)
+    monkeypatch.setattr(shards, "_write_rows", disk_full)
+    with caplog.at_level(logging.WARNING, logger="bench.training.shards"):
+        entry = training.train_local(h, "mlp_out", None, BUSY, tiny_corpus(), progress=False)
+    assert json.loads((entry / "quality.json").read_text())["training"]["processes"] == 1
+    assert any("could not be written" in r.getMessage() for r in caplog.records)

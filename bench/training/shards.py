@@ -154,15 +154,25 @@ def train_in_shards(
     n_shards: int,
     label: str,
     progress: bool = True,
-) -> tuple[int | None, dict[str, float]]:
+) -> tuple[int | None, dict[str, float]] | None:
     """Steps 2-4: :func:`bench.training.steps.train_layers` of ``specs`` in ``n_shards`` child
-    processes; the same return value (the latest checkpoint any shard resumed from)."""
+    processes; the same return value (the latest checkpoint any shard resumed from), or None
+    where the rows could not be written (a full disk): then train in this process.
+    ``buffers`` is emptied once the rows are written: the children hold them from then on."""
     todo = []
-    for shard in _split(specs, n_shards):  # step 2
-        name = f"layers-{shard[0].layer}-{shard[-1].layer}"
-        if not (partial / f"{name}.done").exists():
-            _write_rows(shard, buffers, scales, partial / name / ROWS)
-            todo.append((name, shard))
+    try:
+        for shard in _split(specs, n_shards):  # step 2
+            name = f"layers-{shard[0].layer}-{shard[-1].layer}"
+            if not (partial / f"{name}.done").exists():
+                todo.append((name, shard))
+                _write_rows(shard, buffers, scales, partial / name / ROWS)
+    except OSError as err:
+        log.warning("%s: the rows for child processes could not be written (%s); training in "
+                    "this process instead", label, err)  # fmt: skip
+        for name, _ in todo:
+            (partial / name / ROWS).unlink(missing_ok=True)
+        return None
+    buffers.clear()
     factors = {h: (s["s_in"], s["s_out"]) for h, s in scales.items()}
     log.info("training %s in %d child processes, one thread each", label, len(todo))
     bar = tqdm(total=cfg.n_steps * cfg.batch_tokens, desc=f"{label} ({len(todo)} processes)",

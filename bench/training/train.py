@@ -104,11 +104,15 @@ def _fit_group(handle, fwd_model, basis, site, group, cfg, windows, partial: Pat
     label = f"training {basis}s, {layers}"
     device = str(handle.device)
     n_shards = shards.shard_count(len(group), device, watched=on_batch is not None)
+    done = None
     if n_shards > 1:
-        resumed, losses = shards.train_in_shards(
+        done = shards.train_in_shards(
             specs, cfg, device, buffers, scales, partial, final, n_shards, label, progress
         )
+    if done is not None:
+        resumed, losses = done
     else:
+        n_shards = 1
         resumed, losses = train_layers(
             specs, cfg, device, buffers, scales, partial, final, label, progress, on_batch
         )

@@ -104,18 +104,17 @@ def _fit_group(handle, fwd_model, basis, site, group, cfg, windows, partial: Pat
     label = f"training {basis}s, {layers}"
     device = str(handle.device)
     n_shards = shards.shard_count(len(group), device, watched=on_batch is not None)
-    done = None
+    result = None  # (resumed from, last losses); None: train in this process
     if n_shards > 1:
-        done = shards.train_in_shards(
+        result = shards.train_in_shards(
             specs, cfg, device, buffers, scales, partial, final, n_shards, label, progress
         )
-    if done is not None:
-        resumed, losses = done
-    else:
+    if result is None:
         n_shards = 1
-        resumed, losses = train_layers(
+        result = train_layers(
             specs, cfg, device, buffers, scales, partial, final, label, progress, on_batch
         )
+    resumed, losses = result
     if losses:
         log.info("%s: last loss per dictionary: %s", label,
                  ", ".join(f"{hook} {loss:.4f}" for hook, loss in losses.items()))  # fmt: skip

@@ -1,5 +1,6 @@
-"""SAE steps in child processes on a busy machine (bench.training.shards): the same weights bit
-for bit as one one-thread trainer, one bar, a failing child reported with its log."""
+"""SAE steps in child processes wherever the CPU has several workers (bench.training.shards):
+the same weights bit for bit as one one-thread trainer, one bar, a failing child reported with
+its log."""
 
 from __future__ import annotations
 
@@ -28,11 +29,28 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_shard_count_is_the_workers_on_the_cpu_whatever_the_thread_count(monkeypatch, threads):
+    monkeypatch.setattr(shards, "configure_workers", lambda: 2)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)  # idle (2 threads) or busy (1): the same shards
+    try:
+        assert shards.shard_count(30, "cpu", watched=False) == 2
+        assert shards.shard_count(1, "cpu", watched=False) == 1  # at most one per layer
+        assert shards.shard_count(30, "cpu", watched=True) == 1  # a test hook sees each batch
+        assert shards.shard_count(30, "cuda:0", watched=False) == 1  # off the CPU: this process
+    finally:
+        torch.set_num_threads(before)
+    monkeypatch.setattr(shards, "configure_workers", lambda: 1)
+    assert shards.shard_count(30, "cpu", watched=False) == 1
+
+
 def test_shards_train_bit_for_bit_what_one_one_thread_trainer_does(
     tmp_path, monkeypatch, capsys, one_thread
 ):
     h = tiny_handle("llama")
     monkeypatch.setenv("SPARSEBENCH_CACHE", str(tmp_path / "one"))
+    monkeypatch.setattr(shards, "shard_count", lambda n_layers, device, watched: 1)
     one = training.train_local(h, "mlp_out", None, BUSY, tiny_corpus(), progress=False)
 
     monkeypatch.setenv("SPARSEBENCH_CACHE", str(tmp_path / "two"))

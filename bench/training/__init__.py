@@ -5,7 +5,7 @@ Modules: :mod:`~bench.training.config` (hyperparameters, step 0), :mod:`~bench.t
 (cache keys and integrity, step 1), :mod:`~bench.training.corpus` (step 2),
 :mod:`~bench.training.activations` (step 4), :mod:`~bench.training.train` (steps 2-6),
 :mod:`~bench.training.steps` (steps 3-5 for a set of layers, needing no model),
-:mod:`~bench.training.shards` (step 4 in child processes on a busy machine),
+:mod:`~bench.training.shards` (step 4 in child processes on a multi-core CPU),
 :mod:`~bench.training.quality` (step 6); ``python -m bench.training train|quality`` is the
 command line.
 
@@ -32,9 +32,9 @@ command line.
    (sae-lens's ``expected_average_only_in``), and replayed for ``epochs`` passes in seeded
    orders, so the stream is a pure function of the batch index; sae-lens's ``MultiSAETrainer``
    (no wandb) trains every layer of a group on each batch (Adam, warm-up, linear decay to
-   ``lr_end_frac * lr``, TopK auxiliary loss on dead latents); where this process runs one
-   torch thread on several cores (a busy machine), the group's layers train in child
-   processes of one thread each, bit for bit as one trainer would (:mod:`bench.training.shards`);
+   ``lr_end_frac * lr``, TopK auxiliary loss on dead latents); on a CPU with several
+   workers, the group's layers train in child processes of one thread each, bit for bit as
+   one one-thread trainer would (:mod:`bench.training.shards`);
 5. checkpoints (sae-lens's own: weights, optimizer, scheduler, sparsity state) go to
    ``cache_dir("saes", ".partial", ...)``; a ``DONE`` marker is written after a checkpoint is
    complete, so an interrupted run resumes from the last complete one (the stream restarts at

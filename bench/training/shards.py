@@ -1,20 +1,24 @@
 """The SAE steps of one layer group in child processes, one torch thread each (step 4 of
-:mod:`bench.training`), where this process runs torch on one thread but may use more cores: a
-busy machine (:func:`bench.core.env.choose_threads` gives one thread when the cores are taken).
+:mod:`bench.training`), wherever the CPU has several workers
+(:func:`bench.model.load.configure_workers`: the process's cores, busy or not).
 
-Why: with two other single-thread jobs on 2 cores, one trainer thread gets about 2/3 of a core
-and two one-thread processes about one core between them. Two threads in one process do not
-serve: a two-thread trainer rounds its float32 steps differently, and two trainers side by side
-in one process did not reproduce one one-thread trainer (docs/METHOD.md). Separate processes
-do: a layer's weights depend only on its seed, its rows, the batch order (a pure function of
-the batch index) and the thread count, so every tensor is bit for bit what one one-thread
-trainer gives (``tests/test_training.py``).
+Why: SAE steps are small GEMMs and top-k's, which gain less from a second thread in one
+process than from a second process. On an idle 2-core machine 30 default-size SAEs took 391 s
+in 2 one-thread processes against 418 s in one two-thread process (activations included);
+with two other single-thread jobs on the 2 cores, 545 s against 830 s in one one-thread
+process. The weights are the same: a layer's weights depend only on its seed, its rows and
+the batch order (a pure function of the batch index), so a shard trains each of its layers
+bit for bit as one one-thread trainer would (``tests/test_training_shards.py``); and on the
+project's machine the thread count does not move them either (smollm2-135m's 30 default
+SAEs: 120 of 120 tensors identical, 2 processes of 1 thread against 1 process of 2 threads).
+Not threads of one process: two trainers side by side in one process did not reproduce one
+trainer (docs/METHOD.md).
 
 Steps of :func:`train_in_shards`:
 
-1. :func:`shard_count`: shards on the CPU, where this process runs one torch thread, the
-   workers (:func:`bench.model.load.configure_workers`) are several, no test hook watches the
-   batches and the group has several layers; at most one per worker and one per layer;
+1. :func:`shard_count`: shards on the CPU, where the workers
+   (:func:`bench.model.load.configure_workers`) are several, no test hook watches the batches
+   and the group has several layers; at most one per worker and one per layer;
 2. the layers split into contiguous shards; each shard's scaled rows and means are written to
    ``partial/<shard>/rows.safetensors`` (a file, not shared memory, which containers often cap
    at 64 MB); a shard an earlier, interrupted run finished (``<shard>.done``) is not run again;
@@ -56,7 +60,7 @@ ROWS, JOB, RESULT, LOG = "rows.safetensors", "job.pkl", "result.json", "child.lo
 
 def shard_count(n_layers: int, device: str, watched: bool) -> int:
     """Step 1: how many processes train a group of ``n_layers`` layers (1: this one)."""
-    if torch.device(device).type != "cpu" or watched or torch.get_num_threads() != 1:
+    if torch.device(device).type != "cpu" or watched:
         return 1
     return max(1, min(configure_workers(), n_layers))
 

@@ -91,7 +91,7 @@ def _fit_group(handle, fwd_model, basis, site, group, cfg, windows, partial: Pat
                on_batch, progress):  # fmt: skip
     """Steps 4-5 for one group of layers: collect (one forward per token, on ``fwd_model``),
     then train, fold and save to ``final`` (:func:`bench.training.steps.train_layers`; in child
-    processes on a busy machine, :mod:`bench.training.shards`), resuming from the last complete
+    processes on a multi-core CPU, :mod:`bench.training.shards`), resuming from the last complete
     checkpoint; (the samples a resumed run started from, or None; the processes that trained)."""
     buffers = collect(
         fwd_model, READ_SITE.get(basis, site), site, group, windows, cfg.skip_first,
@@ -229,10 +229,9 @@ def _build(handle, site, layers, cfg, corpus, entry, partial, on_batch, progress
                 {
                     "seconds": time.perf_counter() - start,
                     "resumed_from": resumed_from,
-                    # the SAE steps' float32 sums round by the thread count: with another count
-                    # the same config trains slightly different dictionaries (docs/METHOD.md)
-                    "threads": torch.get_num_threads(),
-                    # one thread each, on a busy machine: the same weights (bench.training.shards)
+                    # the torch threads each training process ran on, and the processes
+                    # (several: child processes of one thread each, bench.training.shards)
+                    "threads": 1 if processes > 1 else torch.get_num_threads(),
                     "processes": processes,
                 }
             )

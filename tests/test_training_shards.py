@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 
 import pytest
 import torch
@@ -134,3 +135,21 @@ def test_rows_that_cannot_be_written_train_in_this_process(
         entry = training.train_local(h, "mlp_out", None, BUSY, tiny_corpus(), progress=False)
     assert json.loads((entry / "quality.json").read_text())["training"]["processes"] == 1
     assert any("could not be written" in r.getMessage() for r in caplog.records)
+
+
+def test_a_child_imports_bench_from_where_this_process_did(tmp_path, monkeypatch):
+    import subprocess
+    from pathlib import Path
+
+    root = Path(shards.__file__).resolve().parents[2]  # the checkout holding bench/
+    monkeypatch.syspath_prepend(str(root))  # as a notebook's sys.path.insert would
+    exe, *rest = shards.child_command(tmp_path / "shard")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    # -S: no site-packages hooks (the editable install's finder): only the path it is handed
+    # finds bench; the shard directory holds no job, so the child fails at reading it
+    done = subprocess.run(
+        [exe, "-S", *rest], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode != 0
+    assert "No module named" not in done.stderr, done.stderr[-2000:]
+    assert "job.pkl" in done.stderr, done.stderr[-2000:]

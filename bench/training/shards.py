@@ -22,8 +22,9 @@ Steps of :func:`train_in_shards`:
 2. the layers split into contiguous shards; each shard's scaled rows and means are written to
    ``partial/<shard>/rows.safetensors`` (a file, not shared memory, which containers often cap
    at 64 MB); a shard an earlier, interrupted run finished (``<shard>.done``) is not run again;
-3. one child process per shard (a fresh interpreter, ``python -c``: nothing of the caller's
-   script runs again, as it would under multiprocessing's spawn) reads its job and rows and runs
+3. one child process per shard (a fresh interpreter, ``python -c``, on this process's
+   ``sys.path``: nothing of the caller's script runs again, as it would under
+   multiprocessing's spawn) reads its job and rows and runs
    :func:`bench.training.steps.train_layers` on one thread, with its checkpoints in its own
    directory (so it resumes on its own), saving its dictionaries to ``final/``; it reports each
    step on its stdout and its result in ``result.json``, its log in ``child.log``;
@@ -117,16 +118,27 @@ def child_main(shard_dir: str) -> None:
         tmp.write_text(json.dumps({"resumed": resumed, "losses": losses}))
 
 
+def child_command(shard_dir: Path) -> list[str]:
+    """A child's command line: a fresh interpreter that takes this process's ``sys.path``, in
+    its order, before it imports ``bench``, so it imports everything from where this process
+    did, even what is only on ``sys.path`` (a notebook's ``sys.path.insert``, a script beside an
+    uninstalled checkout)."""
+    code = (
+        "import json, sys; sys.path[:] = json.loads(sys.argv[2]); "
+        "from bench.training.shards import child_main; child_main(sys.argv[1])"
+    )
+    return [sys.executable, "-c", code, str(shard_dir), json.dumps(sys.path)]
+
+
 def _start(shard_dir: Path, job: dict, events: queue.Queue, index: int) -> subprocess.Popen:
     """Start one child on ``job`` and a thread that turns its stdout into ``events``."""
     with atomic_path(shard_dir / JOB, kind="file") as tmp:
         tmp.write_bytes(pickle.dumps(job))
     (shard_dir / RESULT).unlink(missing_ok=True)
-    code = "import sys; from bench.training.shards import child_main; child_main(sys.argv[1])"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     with open(shard_dir / LOG, "w") as log_file:
         proc = subprocess.Popen(
-            [sys.executable, "-c", code, str(shard_dir)], stdout=subprocess.PIPE,
+            child_command(shard_dir), stdout=subprocess.PIPE,
             stderr=log_file, stdin=subprocess.DEVNULL, text=True, env=env,
         )  # fmt: skip
 

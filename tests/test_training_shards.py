@@ -7,6 +7,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -138,9 +140,6 @@ def test_rows_that_cannot_be_written_train_in_this_process(
 
 
 def test_a_child_imports_bench_from_where_this_process_did(tmp_path, monkeypatch):
-    import subprocess
-    from pathlib import Path
-
     root = Path(shards.__file__).resolve().parents[2]  # the checkout holding bench/
     monkeypatch.syspath_prepend(str(root))  # as a notebook's sys.path.insert would
     exe, *rest = shards.child_command(tmp_path / "shard")

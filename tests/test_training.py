@@ -382,3 +382,25 @@ def test_a_float32_handle_trains_the_same_saes_as_a_bf16_one(tmp_path, monkeypat
     for hook in a:
         for name in a[hook]:
             assert torch.equal(a[hook][name], b[hook][name]), (hook, name)
+
+
+def test_the_training_scale_has_the_same_bits_whatever_the_threads():
+    """The factor that scales every training row is reduced on fixed threads: on 1 thread ATen
+    sums 65,536 row norms in another order than on 2, and a busy machine (1 thread) trained
+    other SAEs than an idle one (2), which moved every local-SAE curve of the suite."""
+    from bench.training.activations import mean_and_scale
+
+    g = torch.Generator().manual_seed(0)
+    rows = (torch.randn(65_536, 128, generator=g) * 3 + 1).bfloat16()  # [n_tokens, d]
+    before = torch.get_num_threads()
+    got = {}
+    try:
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            got[n] = mean_and_scale(rows)
+            assert torch.get_num_threads() == n  # the process's count is restored
+    finally:
+        torch.set_num_threads(before)
+    for n in (1, 3):
+        assert torch.equal(got[n][0], got[2][0])
+        assert got[n][1] == got[2][1]

@@ -106,8 +106,24 @@ def batches(
         index += 1
 
 
+SCALE_THREADS = 2  # intra-op threads of mean_and_scale's reductions, whatever the process uses
+
+
 def mean_and_scale(read: torch.Tensor, sample: int = 65_536) -> tuple[torch.Tensor, float]:
     """(mean row, sqrt(d) / mean row norm) of the first ``sample`` rows: sae-lens's
-    ``expected_average_only_in`` scaling factor, and the mean that initializes ``b_dec``."""
-    x = read[:sample].float()  # [s, d]
-    return x.mean(0), float(x.shape[-1] ** 0.5 / x.norm(dim=-1).mean())
+    ``expected_average_only_in`` scaling factor, and the mean that initializes ``b_dec``.
+
+    Reduced on :data:`SCALE_THREADS` intra-op threads, then the process's count is restored:
+    ATen splits a reduction over more than 32,768 values into one chunk per thread, so the mean
+    norm of 65,536 rows summed on 1 thread differs in its last bits from 2 threads, and this
+    factor scales every training row. Before, a busy machine (1 thread) trained other SAEs than
+    an idle one (2 threads): every local-SAE curve of the default suite moved, by up to 0.035.
+    Two is the count the SAEs behind the committed references had. Call it with no other
+    torch work running in this process (the threads setting is the process's)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(SCALE_THREADS)
+    try:
+        x = read[:sample].float()  # [s, d]
+        return x.mean(0), float(x.shape[-1] ** 0.5 / x.norm(dim=-1).mean())
+    finally:
+        torch.set_num_threads(threads)

@@ -10,7 +10,9 @@ process. The weights are the same: a layer's weights depend only on its seed, it
 the batch order (a pure function of the batch index), so a shard trains each of its layers
 bit for bit as one one-thread trainer would (``tests/test_training_shards.py``); and on the
 project's machine the thread count does not move them either (smollm2-135m's 30 default
-SAEs: 120 of 120 tensors identical, 2 processes of 1 thread against 1 process of 2 threads).
+SAEs: 120 of 120 tensors identical, 2 processes of 1 thread against 1 process of 2 threads;
+the training scale is reduced on fixed threads in the parent,
+:func:`bench.training.activations.mean_and_scale`).
 Not threads of one process: two trainers side by side in one process did not reproduce one
 trainer (docs/METHOD.md).
 

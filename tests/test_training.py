@@ -404,3 +404,19 @@ def test_the_training_scale_has_the_same_bits_whatever_the_threads():
     for n in (1, 3):
         assert torch.equal(got[n][0], got[2][0])
         assert got[n][1] == got[2][1]
+
+
+def test_the_cli_threads_option_is_the_choice_the_model_load_makes(monkeypatch):
+    """``--threads N`` used to set torch's count only, and load_model's thread choice (the free
+    cores) undid it: ``--threads 1`` on an idle 2-core machine trained on 2 threads."""
+    from bench.core.env import choose_threads, choose_workers
+    from bench.training.__main__ import _use_threads
+
+    monkeypatch.delenv("SPARSEBENCH_THREADS", raising=False)
+    before = torch.get_num_threads()
+    try:
+        _use_threads(2)
+        assert choose_threads() == (2, "SPARSEBENCH_THREADS=2") and choose_workers() == 2
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -204,9 +204,25 @@ def build_parser() -> argparse.ArgumentParser:
     qu.add_argument("--ce-tokens", type=int, default=1024)
     for p in (tr, qu):
         p.add_argument("--device", default="cpu")
-        p.add_argument("--threads", type=int, help="torch CPU threads")
+        p.add_argument(
+            "--threads", type=int, help="torch CPU threads and workers (as SPARSEBENCH_THREADS)"
+        )
         p.add_argument("--quiet", action="store_true")
     return parser
+
+
+def _use_threads(n: int) -> None:
+    """``--threads N`` as ``SPARSEBENCH_THREADS=N`` (:mod:`bench.core.env`): torch threads and
+    workers. Setting torch's count alone was undone when the model loaded, since ``load_model``
+    makes the process's thread choice from the variable or the free cores."""
+    import os
+
+    import torch
+
+    from bench.core.env import THREADS_VAR
+
+    os.environ[THREADS_VAR] = str(n)
+    torch.set_num_threads(n)  # where this process already made its choice
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -216,9 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _check_numbers(args)
         if args.threads:
-            import torch
-
-            torch.set_num_threads(args.threads)
+            _use_threads(args.threads)
         return _train(args) if args.command == "train" else _quality(args)
     except (ValueError, RuntimeError, OSError, FloatingPointError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -117,7 +117,7 @@ def mean_and_scale(read: torch.Tensor, sample: int = 65_536) -> tuple[torch.Tens
     ATen splits a reduction over more than 32,768 values into one chunk per thread, so the mean
     norm of 65,536 rows summed on 1 thread differs in its last bits from 2 threads, and this
     factor scales every training row. Before, a busy machine (1 thread) trained other SAEs than
-    an idle one (2 threads): every local-SAE curve of the default suite moved, by up to 0.035.
+    an idle one (2 threads): every local-SAE curve of the default suite moved, by up to 0.036.
     Two is the count the SAEs behind the committed references had. Call it with no other
     torch work running in this process (the threads setting is the process's)."""
     threads = torch.get_num_threads()

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from bench.core.allocator import keep_large_blocks
 from bench.core.cache import cache_dir
 from bench.core.checks import check_device, check_dtype
 from bench.core.env import choose_threads, choose_workers
@@ -109,13 +110,15 @@ _THREADS_CHOSEN: list[tuple[int, str]] = []  # the process's choice and why, onc
 def configure_threads(n_workers: int = 1) -> tuple[int, str]:
     """Choose torch's intra-op threads once per process (:func:`bench.core.env.choose_threads`:
     ``$SPARSEBENCH_THREADS``, else the free cores split among ``n_workers``), log the choice
-    once, and return it with its reason; later calls keep the first choice.
+    once, and return it with its reason; later calls keep the first choice. The C allocator's
+    settings are made then too (:func:`bench.core.allocator.keep_large_blocks`).
 
     On small CPU machines that share cores, one thread is often several times faster than two
     for this workload's small matrices (OpenMP waits on a descheduled thread); the timing
     ratios compare against bare torch under the same setting, so they stay fair either way.
     """
     if not _THREADS_CHOSEN:
+        keep_large_blocks()  # before the first large tensor, and before any child process
         n, why = choose_threads(n_workers)
         torch.set_num_threads(n)
         _THREADS_CHOSEN.append((n, why))

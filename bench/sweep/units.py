@@ -188,7 +188,7 @@ def _ablated(basis, layer, x, src, keep, abl, keep_err, err_ref) -> torch.Tensor
     u = basis.encode(layer, src)  # [..., n]
     new = torch.where(keep, u, abl.to(u.dtype))
     out = basis.splice(layer, x, new, u)  # [..., width]
-    if keep_err is not None:
+    if keep_err is not None and not bool(keep_err.all()):  # all kept: out + 0, decode skipped
         err = x - basis.decode(layer, u)
         out = out + torch.where(keep_err, torch.zeros_like(err), err_ref - err)
     return out

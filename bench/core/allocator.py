@@ -10,9 +10,10 @@ training 166 s with glibc's defaults, 147 s with these settings (19.2M minor pag
 
 :func:`keep_large_blocks`:
 
-1. does nothing where the C library is not glibc, or where the user set glibc's own malloc
-   variables (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``, ``GLIBC_TUNABLES`` with a
-   ``glibc.malloc`` tunable): theirs win;
+1. does nothing where the C library is not glibc, where a parent process already set these
+   values in the environment (glibc read them when this process started), or where the user
+   set glibc's own malloc variables (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``,
+   ``GLIBC_TUNABLES`` with a ``glibc.malloc`` tunable): theirs win;
 2. raises the mmap threshold to glibc's largest (32 MiB on 64-bit) and the trim threshold to
    256 MiB in this process (``mallopt``), so freed blocks up to 32 MiB are reused from the heap
    and at most 256 MiB of free heap top is kept;
@@ -44,10 +45,15 @@ _DONE: list[str] = []  # this process's outcome, once decided
 def _user_settings() -> str | None:
     """The user's own glibc malloc settings, if any."""
     mine = [f"{k}={os.environ[k]}" for k in ENV if k in os.environ]
-    tunables = os.environ.get("GLIBC_TUNABLES", "")
-    if "glibc.malloc." in tunables:
+    if tunables := _tunables():
         mine.append(f"GLIBC_TUNABLES={tunables}")
     return ", ".join(mine) or None
+
+
+def _tunables() -> str | None:
+    """``$GLIBC_TUNABLES`` where it sets a malloc tunable."""
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    return tunables if "glibc.malloc." in tunables else None
 
 
 def keep_large_blocks() -> str:
@@ -56,6 +62,8 @@ def keep_large_blocks() -> str:
         return _DONE[0]
     if platform.libc_ver()[0] != "glibc":
         outcome = "left as is (not glibc)"
+    elif all(os.environ.get(k) == str(v) for k, v in ENV.items()) and not _tunables():
+        outcome = "large freed blocks kept (set by the parent process; glibc read them at start)"
     elif (mine := _user_settings()) is not None:
         outcome = f"left as set by the user ({mine})"
     else:

@@ -55,13 +55,16 @@ def attribute_many(
     seed: int = 0,
     progress: bool = False,
     reference: str = CELL.ablation,
+    shared=None,
 ) -> list[NodeScores]:
-    """Scores for several bases on one split; ``atp``/``relp`` share one backward per batch."""
+    """Scores for several bases on one split; ``atp``/``relp`` share one backward per batch.
+    ``shared``: a :class:`~bench.attribution.differences.Differences` store of this split, in
+    which ``atp``/``relp`` passes leave u(x) − r(x) for each other (the same scores)."""
     entry = get_method(method)
     get_reference(reference)  # raises naming the valid references
     if train["clean_ids"].shape[0] == 0:
         raise ValueError(
             "cannot attribute on an empty train split; build the task with n_train > 0"
         )
-    args = MethodArgs(batch_size, ig_steps, seed, progress, reference)
+    args = MethodArgs(batch_size, ig_steps, seed, progress, reference, shared)
     return entry.fn(handle, bases, train, args)

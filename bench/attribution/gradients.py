@@ -8,6 +8,9 @@ Steps per batch: (1) one gradient forward on the clean prompts capturing every s
 use, and (``patch`` only) one plain forward of the counterfactual prompts after the positions
 they share with the clean ones (:mod:`bench.model.prefix`); (2) per basis,
 encode both, pull the site gradient back to the units and accumulate the per-node products.
+The differences u(x) − r(x) of step 2 do not depend on the method: where a suite runs both on
+one split, the later pass takes the earlier one's (:mod:`bench.attribution.differences`) and
+skips the counterfactual forward and the encodes.
 On the CPU, batches run side by side, one thread each (:mod:`bench.model.replicas`), each into
 its own sums, which are added in batch order: the same scores as one batch after another.
 """
@@ -19,6 +22,8 @@ import contextlib
 import torch
 from tqdm.auto import tqdm
 
+from bench.attribution import differences
+from bench.attribution.differences import Differences, Entry
 from bench.attribution.nodes import NodeScores
 from bench.attribution.registry import MethodArgs, register_method
 from bench.bases import Basis
@@ -65,8 +70,9 @@ def _counterfactual_sites(handle, keys, batch, cache, start: int) -> dict:
 
 
 def _gradient_products(
-    handle, bases: list[Basis], batch, relp: bool, accs, ref: str, means, reuse_prefix=True
-):
+    handle, bases: list[Basis], batch, relp: bool, accs, ref: str, means, reuse_prefix=True,
+    shared: tuple[Differences, int, int] | None = None,
+):  # fmt: skip
     """(u(x) − r(x)) · ∂m/∂u for every basis at once, summed over the batch, into ``accs``.
 
     One gradient forward captures every site a basis writes (and reads): ∂m/∂x at a site is
@@ -78,6 +84,10 @@ def _gradient_products(
     Under ``patch`` every node before the batch's first differing token equals its reference,
     so its product is exactly 0: the counterfactual forward and step 2 run from that token on
     (``reuse_prefix``; False runs every position, with the same scores bit for bit).
+
+    ``shared``: (store, batch size, this batch's index): the differences u(x) − r(x) another
+    method's pass left in the store (:mod:`bench.attribution.differences`) are taken instead of
+    computed, and those computed here are offered to it; the same scores either way.
     """
     n_layers, seq = handle.sites.n_layers, batch["clean_ids"].shape[1]
     write = list(dict.fromkeys(b.site for b in bases))
@@ -95,35 +105,54 @@ def _gradient_products(
     for site, layer in grad_keys:  # every position, though step 2 reads from ``start`` on
         check_finite(acts[(site, layer)], f"{site} layer {layer}")
     clean = {k: v.detach()[:, start:] for k, v in acts.items()}  # [batch, seq - start, width]
+    entry_keys = [
+        differences.key(b, ref, shared[1], shared[2], start) if shared else None for b in bases
+    ]
+    entries = [shared[0].take(k) if shared else None for k in entry_keys]
     cf = None
-    if reference.from_counterfactual:
+    if reference.from_counterfactual and any(e is None for e in entries):
         cf = _counterfactual_sites(handle, keys, batch, out.past_key_values, start)
     grads = torch.autograd.grad(m.sum(), [acts[k] for k in grad_keys], allow_unused=True)
     grad = {k: None if g is None else g[:, start:] for k, g in zip(grad_keys, grads, strict=True)}
     with torch.no_grad():
         for i, (basis, (acc_u, acc_e)) in enumerate(zip(bases, accs, strict=True)):
-            read_site = basis.read_site
+            entry = entries[i]
+            if entry is None:
+                entry = _differences(basis, clean, cf, reference, means[i], n_layers)
+                if shared:
+                    shared[0].put(entry_keys[i], basis, entry)
             for layer in range(n_layers):
                 g = grad[(basis.site, layer)]
                 if g is None:
                     continue
-                x = clean[(basis.site, layer)]
-                u = basis.encode(layer, clean[(read_site, layer)])
-                dec_u = basis.decode(layer, u) if basis.has_error else None
-                if reference.from_counterfactual:  # patch
-                    u_r, dec_r = _counterfactual_units(
-                        basis, layer, clean[(read_site, layer)], cf[(read_site, layer)], u, dec_u
-                    )
-                    e_r = cf[(basis.site, layer)] - dec_r if basis.has_error else None
-                elif reference.needs_means:  # mean
-                    u_r, e_r = means[i][layer].units, means[i][layer].error
-                else:  # zero
-                    u_r, e_r = torch.zeros_like(u), torch.zeros_like(x)
-                gu = basis.pullback(layer, g, u.shape[-1])
-                acc_u[layer] += _batch_sum((u - u_r).float() * gu.float(), start, seq)
+                du, de = entry[layer]
+                gu = basis.pullback(layer, g, du.shape[-1])
+                acc_u[layer] += _batch_sum(du.float() * gu.float(), start, seq)
                 if basis.has_error:
-                    diff = (x - dec_u) - e_r
-                    acc_e[layer] += _batch_sum((diff.float() * g.float()).sum(-1), start, seq)
+                    acc_e[layer] += _batch_sum((de.float() * g.float()).sum(-1), start, seq)
+
+
+def _differences(basis: Basis, clean, cf, reference, means, n_layers: int) -> Entry:
+    """Per layer, u(x) − r(x) of ``basis``'s units ([batch, pos, n_units]) and, for a
+    dictionary, its error node's difference (x − decode(u(x))) − r_err ([batch, pos, width]),
+    from the captured sites ``clean`` and (``patch``) ``cf``; in the model's dtype."""
+    out: Entry = []
+    for layer in range(n_layers):
+        read = clean[(basis.read_site, layer)]
+        x = clean[(basis.site, layer)]
+        u = basis.encode(layer, read)
+        dec_u = basis.decode(layer, u) if basis.has_error else None
+        if reference.from_counterfactual:  # patch
+            u_r, dec_r = _counterfactual_units(
+                basis, layer, read, cf[(basis.read_site, layer)], u, dec_u
+            )
+            e_r = cf[(basis.site, layer)] - dec_r if basis.has_error else None
+        elif reference.needs_means:  # mean
+            u_r, e_r = means[layer].units, means[layer].error
+        else:  # zero
+            u_r, e_r = torch.zeros_like(u), torch.zeros_like(x)
+        out.append((u - u_r, (x - dec_u) - e_r if basis.has_error else None))
+    return out
 
 
 def _batch_sum(products: torch.Tensor, start: int, seq: int) -> torch.Tensor:
@@ -175,19 +204,28 @@ def _joint_gradient_products(
     chunks = list(batches(train, batch_size))
     what = f"attribution ({method}, {len(bases)} bases)" if len(bases) > 1 else method
     workers = configure_workers() if handle.device.type == "cpu" else 1
+    store = args.shared  # differences another method's pass computed (or will use)
+
+    def shared(i: int) -> tuple[Differences, int, int] | None:
+        return (store, batch_size, i) if store is not None else None
+
     with tqdm(total=len(chunks), desc=what, disable=not args.progress) as bar:
         if workers == 1:
-            for batch in chunks:
-                _gradient_products(handle, bases, batch, relp, accs, reference, means)
+            for i, batch in enumerate(chunks):
+                _gradient_products(handle, bases, batch, relp, accs, reference, means,
+                                   shared=shared(i))  # fmt: skip
                 bar.update()
         else:  # batches side by side, each into its own sums, added in batch order (exact)
 
-            def one(h: ModelHandle, batch) -> list[tuple[torch.Tensor, torch.Tensor]]:
+            def one(h: ModelHandle, item) -> list[tuple[torch.Tensor, torch.Tensor]]:
+                i, batch = item
                 part = [(torch.zeros_like(u), torch.zeros_like(e)) for u, e in accs]
-                _gradient_products(h, bases, batch, relp, part, reference, means)
+                _gradient_products(h, bases, batch, relp, part, reference, means,
+                                   shared=shared(i))  # fmt: skip
                 return part
 
-            for part in parallel_map(handle, one, chunks, workers, on_done=bar.update):
+            items = list(enumerate(chunks))
+            for part in parallel_map(handle, one, items, workers, on_done=bar.update):
                 for (acc_u, acc_e), (part_u, part_e) in zip(accs, part, strict=True):
                     acc_u += part_u
                     acc_e += part_e

@@ -12,7 +12,9 @@ for one member:
    asked, and the other members' held in memory for their own cells (with or without the disk
    cache).
 
-A cell measured alone (``run_sweep``) is a group of one.
+A cell measured alone (``run_sweep``) is a group of one. ``shared``: the split's
+:class:`~bench.attribution.differences.Differences`, through which the groups of ``atp`` and
+``relp`` on one split compute u(x) − r(x) once (the same scores).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from bench.core.finite import check_finite_scores
 from bench.protocol import get_protocol
 
 if TYPE_CHECKING:
+    from bench.attribution.differences import Differences
     from bench.cell import Cell
     from bench.stages import Prepared
 
@@ -88,7 +91,7 @@ class JointAttribution:
     """Every basis of a group attributed in one pass on first use; the scores held in memory
     until their cell asks (module docstring)."""
 
-    def __init__(self, members: list[Prepared]):
+    def __init__(self, members: list[Prepared], shared: Differences | None = None):
         if not members:
             raise ValueError("a joint attribution group needs at least one cell")
         first = members[0]
@@ -104,6 +107,7 @@ class JointAttribution:
                 )
         self.members = list(members)
         self.joint = get_method(first.cell.method).joint
+        self.shared = shared if self.joint else None  # atp/relp: their split's store
         self._held: dict[Cell, tuple[NodeScores, float, list]] = {}
 
     def scores(
@@ -130,6 +134,7 @@ class JointAttribution:
         all_scores = attribute_many(
             prep.handle, [p.basis for p in group], prep.train, c.method, prep.settings.batch_size,
             c.ig_steps, c.seed, progress, get_protocol(c.ablation).attribution_reference,
+            self.shared,
         )  # fmt: skip
         prep.handle.synchronize()
         seconds = time.perf_counter() - start

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bench.cell import CELL, RUN
@@ -38,6 +38,8 @@ class MethodArgs:
     seed: int = CELL.seed
     progress: bool = False
     reference: str = CELL.ablation  # r(x): "patch" | "mean" | "zero" (bench.sweep.references)
+    # atp/relp: a bench.attribution.differences.Differences store of this split, or None
+    shared: Any = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

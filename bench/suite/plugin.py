@@ -155,6 +155,8 @@ def pytest_configure(config):
         configure_threads(count)  # the free cores, split between workers
         configure_workers(count)  # the sweep's: this process's cores, split between workers
     _SUITE.device = devices[index % len(devices)]
+    # a worker runs only some groups: atp's and relp's on one split may be in two workers
+    _SUITE.share_differences = role != "worker"
 
 
 def pytest_report_header(config):

@@ -72,6 +72,8 @@ class Suite:
     written: list = field(default_factory=list)  # (cell index, result file) of this process
     joints: dict = field(default_factory=dict)  # joint group -> its JointAttribution
     sweep_inputs: dict = field(default_factory=dict)  # the last dataset's SweepInputs only
+    shared_differences: dict = field(default_factory=dict)  # the last split's Differences only
+    share_differences: bool = True  # False where another process may run a split's other method
     checks: list = field(default_factory=list)
     updated: list = field(default_factory=list)
 
@@ -119,8 +121,26 @@ class Suite:
             handle, ds = self.handle(cell.model), self.dataset(cell)
             members = [c for c in self.cells if joint_group(c) == group]
             preps = [prepare(handle, ds, c, self.basis(c)) for c in members]
-            self.joints[group] = JointAttribution(preps)
+            self.joints[group] = JointAttribution(preps, self.differences(cell))
         return self.joints[group]
+
+    def differences(self, cell: Cell):
+        """The Differences store of ``cell``'s train split, through which the joint methods
+        selected on it (atp and relp) compute u(x) − r(x) once; None when fewer than two are
+        selected, or where this process may not run them all (``share_differences`` False: an
+        xdist worker). Only the last split's is kept (a run's cells come split by split)."""
+        from bench.attribution.differences import Differences
+        from bench.attribution.registry import get_method
+
+        key = (cell.model, cell.task, cell.n_train, cell.n_test, cell.ablation)
+        if key not in self.shared_differences:
+            same_split = [c for c in self.cells if
+                          (c.model, c.task, c.n_train, c.n_test, c.ablation) == key]  # fmt: skip
+            uses = len({c.method for c in same_split if get_method(c.method).joint})
+            uses = uses if self.share_differences else 0
+            self.shared_differences.clear()
+            self.shared_differences[key] = Differences(uses) if uses >= 2 else None
+        return self.shared_differences[key]
 
     def dataset(self, cell: Cell):
         key = (cell.model, cell.task, cell.n_train, cell.n_test)
